@@ -1,0 +1,52 @@
+# itc: the two commands a new user runs are `make demo` and `make test`.
+# Both create .venv from requirements.lock when it is missing (or older than the lock).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PRESET ?= tiny
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: help env demo test lab lock bench clean
+
+help:
+	@echo "make demo   run the notebooks on the $(PRESET) preset into outputs/ (creates .venv if missing)"
+	@echo "make test   run the offline test suite (creates .venv if missing)"
+	@echo "make lab    open JupyterLab on notebooks/ with the project's kernel"
+	@echo "make bench  print the LIC round-trip benchmark"
+
+env: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name itc --display-name "itc (.venv)" >/dev/null
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	@mkdir -p outputs
+	@for nb in $(NOTEBOOKS); do \
+	  name=$$(basename $$nb .ipynb); \
+	  echo "== $$name"; \
+	  $(PY) -m papermill $$nb outputs/$$name.ipynb -k itc -p PRESET $(PRESET) -p OUTPUT_DIR $(CURDIR)/outputs/$$name --cwd notebooks || exit 1; \
+	done
+	@echo "Executed notebooks and figures are in outputs/"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: $(STAMP)
+	$(PY) benchmarks/lic_roundtrip.py
+
+lock: $(STAMP)
+	@{ head -3 requirements.lock; $(PY) -m pip freeze --exclude-editable | grep -vE '^(nvidia-|cuda-|triton==)'; } > requirements.lock.new
+	@mv requirements.lock.new requirements.lock
+
+clean:
+	rm -rf outputs/*.ipynb outputs/0* .pytest_cache
