@@ -1,0 +1,134 @@
+"""Dataclass configs and the presets ``tiny``, ``laptop`` and ``paper``.
+
+A preset is a YAML file in ``itc_core/presets/``; a user YAML file may name a
+base preset with ``base: tiny`` and override any key. Unknown keys and
+presets raise :class:`~itc_core.errors.ConfigError` listing the valid ones::
+
+    cfg = load_config("tiny")                # a built-in preset
+    cfg = load_config("my_run.yaml")         # a user file, e.g. {base: paper, image_codec: {quality: 2}}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = ["ImageCodecConfig", "Config", "PRESETS", "PRESET_DIR", "load_config", "data_dir", "resolve_path"]
+
+PRESET_DIR = Path(__file__).parent / "presets"
+PRESETS = ("tiny", "laptop", "paper")
+
+
+@dataclass
+class ImageCodecConfig:
+    """The learned image codec (LIC) stage.
+
+    Attributes:
+        architecture: a CompressAI zoo name, e.g. ``mbt2018-mean`` or ``cheng2020-attn``.
+        qualities: the rate points this preset offers (1 = lowest rate).
+        quality: the default rate point.
+        pretrained: load CompressAI zoo weights (needs the internet on first use).
+        metric: zoo weights' training metric, ``mse`` or ``ms-ssim``.
+        N, M: channel widths for a custom-sized model (null: the zoo's for that quality).
+        weights: a checkpoint path per quality, ``{quality}`` is filled in; relative
+            paths start at the data directory. Overrides ``pretrained``.
+    """
+
+    architecture: str = "mbt2018-mean"
+    qualities: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    quality: int = 1
+    pretrained: bool = False
+    metric: str = "mse"
+    N: int | None = None
+    M: int | None = None
+    weights: str | None = None
+
+
+@dataclass
+class Config:
+    """A whole codec configuration. ``name`` is the preset's name (or the user file's stem)."""
+
+    name: str = "tiny"
+    description: str = ""
+    image_codec: ImageCodecConfig = field(default_factory=ImageCodecConfig)
+
+
+def data_dir() -> Path:
+    """Where shipped weights live: ``$ITC_DATA_DIR`` or the repository's ``data/``."""
+    return Path(os.environ.get("ITC_DATA_DIR", Path(__file__).resolve().parents[1] / "data"))
+
+
+def resolve_path(path: str) -> Path:
+    """An absolute path as is; a relative one under :func:`data_dir`."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else data_dir() / p
+
+
+def _build(cls, values: dict[str, Any], where: str):
+    """Dataclass ``cls`` from ``values``, recursing into nested dataclasses; unknown keys are an error."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        factory = fields[name].default_factory
+        nested = factory() if factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(nested):
+            kwargs[name] = _build(type(nested), value, f"{where}.{name}")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return values
+
+
+def _raw(name_or_path: str, seen: tuple = ()) -> dict:
+    if name_or_path in PRESETS:
+        values = _read_yaml(PRESET_DIR / f"{name_or_path}.yaml")
+        values.setdefault("name", name_or_path)
+        return values
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+        raise ConfigError(f"unknown preset {name_or_path!r}; valid: {', '.join(PRESETS)} or a path to a .yaml file")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    values = _read_yaml(path)
+    base = values.pop("base", None)
+    values.setdefault("name", path.stem)
+    return _merge(_raw(base, seen + (path.resolve(),)), values) if base else values
+
+
+def load_config(name_or_path: str = "tiny") -> Config:
+    """The :class:`Config` of a preset name or a user YAML path (optionally ``base: PRESET`` plus overrides)."""
+    cfg = _build(Config, _raw(str(name_or_path)), str(name_or_path))
+    ic = cfg.image_codec
+    if ic.quality not in ic.qualities:
+        raise ConfigError(f"{cfg.name}: image_codec.quality {ic.quality} not in qualities {ic.qualities}")
+    if ic.metric not in ("mse", "ms-ssim"):
+        raise ConfigError(f"{cfg.name}: image_codec.metric {ic.metric!r}; valid: mse, ms-ssim")
+    return cfg

@@ -1,0 +1,50 @@
+import pytest
+import yaml
+
+from itc_core.config import PRESETS, load_config
+from itc_core.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_loads(name):
+    cfg = load_config(name)
+    assert cfg.name == name
+    assert cfg.image_codec.quality in cfg.image_codec.qualities
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match="unknown preset 'huge'.*tiny, laptop, paper"):
+        load_config("huge")
+
+
+def test_user_yaml_overrides_a_base(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"base": "paper", "image_codec": {"quality": 2}}))
+    cfg = load_config(str(path))
+    assert cfg.name == "mine"
+    assert cfg.image_codec.architecture == "cheng2020-attn" and cfg.image_codec.quality == 2
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"image_codc": {}}, r"unknown key\(s\) image_codc; valid: name, description, image_codec"),
+    ({"image_codec": {"qualty": 1}}, r"image_codec: unknown key\(s\) qualty; valid: architecture"),
+    ({"image_codec": {"quality": 9}}, "quality 9 not in qualities"),
+    ({"image_codec": {"metric": "psnr"}}, "metric 'psnr'"),
+    ({"image_codec": 3}, "expected a mapping"),
+])
+def test_bad_user_yaml_gives_one_clear_error(tmp_path, values, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"base": "tiny", **values}))
+    with pytest.raises(ConfigError, match=message):
+        load_config(str(path))
+
+
+def test_invalid_yaml_and_base_loops(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("image_codec: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(broken))
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"base: {loop}\n")
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(str(loop))
