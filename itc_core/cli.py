@@ -1,0 +1,172 @@
+"""The ``itc`` command (DESIGN §5): encode, decode, inspect and tiny-zoo.
+
+Errors a user can fix (bad file, unknown preset, wrong weights) print one
+line ``itc: error: …`` on stderr and exit with status 2; ``--json`` prints one
+JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from .errors import ItcError
+
+__all__ = ["main"]
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write through a temporary file so an interrupted run never leaves a half-written output."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _read_bytes(path: str) -> bytes:
+    p = Path(path)
+    if not p.is_file():
+        raise ItcError(f"{p}: no such file")
+    return p.read_bytes()
+
+
+def cmd_encode(args) -> None:
+    from .codec import ImageTextCodec
+    from .data import load_image
+
+    image, notes = load_image(args.image)
+    codec = ImageTextCodec.from_preset(args.preset)
+    if args.target_bpp is not None:
+        if args.quality is not None:
+            raise ItcError("give --quality or --target-bpp, not both")
+        result = codec.encode_at_bpp(image, args.target_bpp)
+    else:
+        result = codec.encode(image, args.quality)
+    _write_bytes(Path(args.output), result.data)
+    for note in notes:
+        print(f"itc: note: {note}", file=sys.stderr)
+    p = result.payload
+    print(f"{args.output}: {len(result.data)} bytes, {result.bpp:.4f} bpp "
+          f"({p.width}x{p.height}, preset {codec.config.name}, quality {result.quality})")
+
+
+def cmd_decode(args) -> None:
+    from . import bitstream
+    from .codec import ImageTextCodec
+
+    data = _read_bytes(args.file)
+    preset = args.preset or bitstream.unpack(data).preset
+    if preset == "custom":
+        raise ItcError(f"{args.file} was encoded with a custom preset YAML: pass it with --preset PATH")
+    result = ImageTextCodec.from_preset(preset).decode(data)
+    out = Path(args.output)
+    if out.suffix.lower() not in (".png", ".bmp", ".tif", ".tiff", ".ppm", ".webp"):
+        raise ItcError(f"{out}: write a lossless image (.png, .bmp, .tif, .ppm, .webp), not {out.suffix or 'no suffix'}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".part" + out.suffix)
+    result.image.save(tmp, lossless=True) if out.suffix.lower() == ".webp" else result.image.save(tmp)
+    tmp.replace(out)
+    print(f"{out}: {result.file.width}x{result.file.height}")
+
+
+def cmd_inspect(args) -> None:
+    from .codec import describe
+
+    info = describe(_read_bytes(args.file))
+    if args.json:
+        print(json.dumps(info))
+        return
+    print(f"{args.file}: {info['width']}x{info['height']}, preset {info['preset']}, LIC quality {info['quality']}")
+    print(f"  total    {info['bytes_total']:6d} bytes  {info['bpp_total']:.4f} bpp")
+    print(f"  image    {info['bytes_image']:6d} bytes  {info['bpp_image']:.4f} bpp  strings {info['bytes_per_string']}")
+    print(f"  text     {info['bytes_text']:6d} bytes  {info['bpp_text']:.4f} bpp")
+    print(f"  overhead {info['bytes_overhead']:6d} bytes (header, lengths, CRCs)")
+    print(f"  caption  {info['caption']!r}")
+    print(f"  models   {info['models']}")
+
+
+def cmd_tiny_zoo(args) -> None:
+    import torch
+
+    from .config import data_dir
+    from .tinyworld.train_lic import LicRecipe, train_lic_zoo
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    recipe = LicRecipe()
+    if args.steps is not None:
+        recipe.base_steps = recipe.steps = args.steps
+    out = Path(args.out) if args.out else data_dir() / "tiny" / "lic"
+    manifest = train_lic_zoo(out, Path(args.workdir) / "lic", recipe, args.qualities)
+    for q, entry in manifest["models"].items():
+        t = entry["test"]
+        print(f"q{q}: {t['bpp_real']:.4f} bpp real ({t['bpp_estimated']:.4f} estimated), "
+              f"{t['psnr_db']:.2f} dB on {t['scenes']} test scenes -> {out / entry['file']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``itc`` (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(prog="itc", description="LMM-driven semantic image-text coding.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("encode", help="code an image into an .itc file")
+    p.add_argument("image", help="PNG/JPEG/... of any size and mode")
+    p.add_argument("-o", "--output", required=True, help="the .itc file to write")
+    p.add_argument("--preset", default="tiny", help="tiny (default), laptop, paper or a YAML path")
+    p.add_argument("--quality", type=int, help="LIC rate point (default: the preset's)")
+    p.add_argument("--target-bpp", type=float, help="highest quality whose file fits this many bits per pixel")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("decode", help="rebuild the image of an .itc file")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", required=True, help="image to write (.png)")
+    p.add_argument("--preset", help="a YAML path, for files encoded with a custom preset (default: the file's)")
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("inspect", help="sizes, bpp split and models of an .itc file")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("tiny-zoo", help="retrain the tiny world's models into data/")
+    p.add_argument("--only", choices=["lic"], default="lic", help="which part to train (more arrive with later stages)")
+    p.add_argument("--qualities", type=int, nargs="+", help="rate points to train (default: all)")
+    p.add_argument("--steps", type=int, help="training steps per stage (default: the recipe's)")
+    p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument("--out", help="where weights and manifest.json go (default: data/tiny/lic)")
+    p.add_argument("--workdir", default="outputs/tiny-zoo", help="checkpoints for resuming")
+    p.set_defaults(func=cmd_tiny_zoo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``itc``; returns the exit status."""
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    # CompressAI's import-time torch.jit.script deprecation notice is not the user's business.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ItcError as err:
+        print(f"itc: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # unwritable output, full disk, ...
+        print(f"itc: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("itc: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def main_entry() -> None:
+    """Console-script entry point: ``itc``."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    main_entry()

@@ -1,0 +1,188 @@
+"""The learned image codec (LIC) stage: any CompressAI image model behind one small API.
+
+    codec = ImageCodec.from_config(load_config("tiny").image_codec, quality=1)
+    payload = codec.compress(x)                 # x: (1, 3, H, W) float in [0, 1], any H, W
+    x_hat = codec.decompress(payload.strings, payload.height, payload.width)
+    payload.bits, payload.estimated_bits         # real entropy-coded bits vs -log2 likelihoods
+
+``compress`` pads to the model's multiple of 64 (replicate padding, centred as
+in ``compressai.ops.compute_padding``), entropy-codes with CompressAI's range
+coder, and crops back on ``decompress``. Quality is always measured on the
+``decompress`` output: for autoregressive models ``forward()``'s ``x_hat`` is
+not what the decoder sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from compressai.ops import compute_padding
+from compressai.zoo import image_models
+from compressai.zoo.image import model_architectures
+
+from .config import ImageCodecConfig, resolve_path
+from .errors import ConfigError, WeightsError
+
+__all__ = ["ImageCodec", "LicPayload", "build_model", "load_weights", "state_fingerprint", "ARCHITECTURES"]
+
+ARCHITECTURES = tuple(model_architectures)
+PAD_MULTIPLE = 64  # total stride of g_a (16) times h_a (4) in every zoo hyperprior model
+
+
+@dataclass
+class LicPayload:
+    """The entropy-coded image: one bytes string per latent (e.g. ``y`` then ``z``) and the image size.
+
+    Attributes:
+        strings: the coded latents, in the order ``decompress`` wants them.
+        names: the latent of each string (``"y"``, ``"z"``).
+        height, width: the unpadded image size in pixels.
+        estimated_bits: per string, the model's −log2 likelihood (what training optimises).
+    """
+
+    strings: list[bytes]
+    names: list[str]
+    height: int
+    width: int
+    estimated_bits: list[float]
+
+    @property
+    def bits(self) -> int:
+        """Real size of all strings, in bits."""
+        return 8 * sum(len(s) for s in self.strings)
+
+    @property
+    def bpp(self) -> float:
+        """Real bits per pixel of the unpadded image (strings only, no container)."""
+        return self.bits / (self.height * self.width)
+
+
+def build_model(architecture: str, quality: int = 1, *, pretrained: bool = False, metric: str = "mse",
+                N: int | None = None, M: int | None = None) -> torch.nn.Module:
+    """A CompressAI model by zoo name: zoo-sized for ``quality``, or custom-sized when N and M are given."""
+    if architecture not in model_architectures:
+        raise ConfigError(f"unknown LIC architecture {architecture!r}; valid: {', '.join(ARCHITECTURES)}")
+    if N is not None or M is not None:
+        if pretrained:
+            raise ConfigError("custom N/M cannot load zoo weights: set pretrained: false and give weights")
+        sizes = {"N": N} if M is None else {"N": N, "M": M}
+        return model_architectures[architecture](**sizes)
+    try:
+        return image_models[architecture](quality=quality, metric=metric, pretrained=pretrained, progress=False)
+    except (OSError, RuntimeError) as err:  # URLError is an OSError
+        raise WeightsError(
+            f"could not fetch CompressAI zoo weights for {architecture} q{quality} ({err}); "
+            "this needs the internet once, or give a local checkpoint in image_codec.weights"
+        ) from None
+    except ValueError as err:
+        raise ConfigError(f"{architecture}: {err}") from None
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightsError(f"LIC weights not found: {path} (the tiny preset's come with the repository; "
+                           "`itc tiny-zoo --only lic` retrains them)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path))
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # safetensors and torch raise many types for a bad file
+        raise WeightsError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    for key in ("network", "state_dict", "model_state_dict", "model"):
+        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
+            ckpt = ckpt[key]
+    return {k.removeprefix("module."): v for k, v in ckpt.items()}
+
+
+def load_weights(net: torch.nn.Module, path: str | Path) -> None:
+    """Load a safetensors or ``torch.load(weights_only=True)`` checkpoint into ``net``; wrong weights raise WeightsError."""
+    state = _read_state_dict(Path(path))
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        raise WeightsError(f"{path}: weights do not fit {type(net).__name__} ({first[1].strip() if len(first) > 1 else first[0]})") from None
+
+
+def state_fingerprint(net: torch.nn.Module) -> str:
+    """SHA-256 (hex) of every parameter and buffer, CDF tables included: which exact weights code a file."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class ImageCodec:
+    """A CompressAI model ready to code: weights loaded, CDF tables built, on the CPU in eval mode.
+
+    Entropy coding runs on the CPU so that the encoder's and decoder's tables
+    and latents match bit for bit (CompressAI #279, #309: cross-device desync).
+    """
+
+    def __init__(self, net: torch.nn.Module, architecture: str, quality: int):
+        self.net = net.eval().cpu()
+        self.architecture = architecture
+        self.quality = quality
+        self.net.update()  # no-op when the checkpoint already carries its CDF tables
+        self.fingerprint = state_fingerprint(self.net)
+
+    @classmethod
+    def from_config(cls, cfg: ImageCodecConfig, quality: int | None = None) -> "ImageCodec":
+        """Build and load the LIC of ``cfg`` at ``quality`` (default: ``cfg.quality``)."""
+        quality = cfg.quality if quality is None else quality
+        if quality not in cfg.qualities:
+            raise ConfigError(f"quality {quality} not offered; valid: {', '.join(map(str, cfg.qualities))}")
+        use_zoo = cfg.pretrained and not cfg.weights
+        net = build_model(cfg.architecture, quality, pretrained=use_zoo, metric=cfg.metric, N=cfg.N, M=cfg.M)
+        if cfg.weights:
+            load_weights(net, resolve_path(cfg.weights.format(quality=quality)))
+        return cls(net, cfg.architecture, quality)
+
+    @property
+    def latent_names(self) -> list[str]:
+        """Names of the coded latents in string order: ``['y', 'z']`` for hyperprior models, ``['y']`` for factorized."""
+        return ["y", "z"] if hasattr(self.net, "h_a") else ["y"]
+
+    def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+        if x.dim() != 4 or x.shape[:2] != (1, 3):
+            raise ValueError(f"expected one RGB image of shape (1, 3, H, W), got {tuple(x.shape)}")
+        pad, unpad = compute_padding(x.shape[2], x.shape[3], min_div=PAD_MULTIPLE)
+        return F.pad(x, pad, mode="replicate"), unpad
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int]:
+        """The ``shape`` CompressAI's ``decompress`` wants, derived from the image size (not stored in files)."""
+        stride = PAD_MULTIPLE if len(self.latent_names) == 2 else PAD_MULTIPLE // 4
+        return -(-height // PAD_MULTIPLE) * PAD_MULTIPLE // stride, -(-width // PAD_MULTIPLE) * PAD_MULTIPLE // stride
+
+    @torch.no_grad()
+    def estimate_bits(self, x: torch.Tensor) -> list[float]:
+        """Per latent, −log2 of the model's likelihoods for ``x`` (the rate training sees, no coder overhead)."""
+        padded, _ = self._pad(x)
+        likelihoods = self.net(padded)["likelihoods"]
+        return [float(-torch.log2(likelihoods[name]).sum()) for name in self.latent_names]
+
+    @torch.no_grad()
+    def compress(self, x: torch.Tensor) -> LicPayload:
+        """Entropy-code one image ``x`` of shape (1, 3, H, W) in [0, 1]."""
+        padded, _ = self._pad(x)
+        out = self.net.compress(padded)
+        strings = [s[0] for s in out["strings"]]
+        if tuple(out["shape"]) != self.latent_shape(x.shape[2], x.shape[3]):
+            raise RuntimeError(f"{self.architecture}: latent shape {tuple(out['shape'])} is not the derived one")
+        return LicPayload(strings, self.latent_names, x.shape[2], x.shape[3], self.estimate_bits(x))
+
+    @torch.no_grad()
+    def decompress(self, strings: list[bytes], height: int, width: int) -> torch.Tensor:
+        """Decode ``strings`` into the (1, 3, height, width) reconstruction in [0, 1]."""
+        if len(strings) != len(self.latent_names):
+            raise ValueError(f"{self.architecture} codes {len(self.latent_names)} strings, got {len(strings)}")
+        shape = self.latent_shape(height, width)
+        x_hat = self.net.decompress([[s] for s in strings], shape)["x_hat"]
+        _, unpad = compute_padding(height, width, min_div=PAD_MULTIPLE)
+        return F.pad(x_hat, unpad).clamp_(0, 1)
