@@ -1,0 +1,32 @@
+"""Figures the notebooks show and save (matplotlib)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+from PIL import Image
+
+__all__ = ["image_grid", "rate_distortion"]
+
+
+def image_grid(images: dict[str, Image.Image], scale: float = 2.5):
+    """One row of images with their titles, pixels kept sharp; returns the Figure."""
+    fig, axes = plt.subplots(1, len(images), figsize=(scale * len(images), scale * 1.15), squeeze=False)
+    for ax, (title, image) in zip(axes[0], images.items()):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def rate_distortion(curves: dict[str, tuple[list[float], list[float]]], ylabel: str = "PSNR (dB)"):
+    """Quality against real bpp, one line per named curve ``{name: (bpp, quality)}``; returns the Figure."""
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    for name, (bpp, quality) in curves.items():
+        ax.plot(bpp, quality, "o-", label=name)
+    ax.set_xlabel("bits per pixel (whole .itc file)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,118 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from itc_core.cli import main
+from itc_core.tinyworld import sample
+
+
+def itc(*args):
+    """Run ``itc`` in a fresh process (as a user does); returns the CompletedProcess."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "itc_core.cli", *map(str, args)], capture_output=True, text=True, env=env)
+
+
+@pytest.fixture
+def scene_png(tmp_path):
+    path = tmp_path / "scene.png"
+    sample(2_000_010)[0].save(path)
+    return path
+
+
+def test_encode_inspect_decode(tmp_path, scene_png, capsys):
+    out = tmp_path / "scene.itc"
+    assert main(["encode", str(scene_png), "-o", str(out)]) == 0
+    assert main(["inspect", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("width", "height", "preset", "bytes_total", "bytes_image", "bytes_text", "bytes_overhead",
+                "bpp_total", "bpp_payload", "caption", "models"):
+        assert key in info
+    assert (info["width"], info["height"], info["preset"], info["bytes_total"]) == (64, 64, "tiny", out.stat().st_size)
+    assert main(["inspect", str(out)]) == 0 and "overhead" in capsys.readouterr().out
+    assert main(["decode", str(out), "-o", str(tmp_path / "back.png")]) == 0
+    assert Image.open(tmp_path / "back.png").size == (64, 64)
+
+
+def test_quality_and_target_bpp(tmp_path, scene_png, capsys):
+    assert main(["encode", str(scene_png), "-o", str(tmp_path / "q4.itc"), "--quality", "4"]) == 0
+    assert main(["encode", str(scene_png), "-o", str(tmp_path / "t.itc"), "--target-bpp", "100"]) == 0
+    assert (tmp_path / "t.itc").read_bytes() == (tmp_path / "q4.itc").read_bytes()
+    assert main(["encode", str(scene_png), "-o", str(tmp_path / "x.itc"), "--target-bpp", "1", "--quality", "2"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_fresh_processes_decode_identical_pngs(tmp_path, scene_png):
+    assert itc("encode", scene_png, "-o", tmp_path / "s.itc").returncode == 0
+    for name in ("a.png", "b.png"):
+        done = itc("decode", tmp_path / "s.itc", "-o", tmp_path / name)
+        assert done.returncode == 0, done.stderr
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_not_an_image_is_one_line_without_traceback(tmp_path):
+    bad = tmp_path / "photo.jpg"
+    bad.write_text("this is text")
+    done = itc("encode", bad, "-o", tmp_path / "x.itc")
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("itc: error:") and "not a readable image" in done.stderr
+    assert not (tmp_path / "x.itc").exists()
+
+
+def test_rgba_input_gets_a_note(tmp_path, capsys):
+    path = tmp_path / "rgba.png"
+    Image.new("RGBA", (10, 3), (0, 200, 0, 128)).save(path)
+    assert main(["encode", str(path), "-o", str(tmp_path / "r.itc")]) == 0
+    assert "note: dropped the alpha channel" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: d[:-5], "file ends inside"),
+    (lambda d: d[:20] + bytes([d[20] ^ 0xFF]) + d[21:], "CRC mismatch"),
+    (lambda d: b"GIF89a" + d, "not an .itc file"),
+    (lambda d: d[:3] + b"\x07" + d[4:], "format version 7"),
+])
+def test_damaged_files_give_one_clear_error(tmp_path, scene_png, capsys, damage, message):
+    good = tmp_path / "s.itc"
+    main(["encode", str(scene_png), "-o", str(good)])
+    bad = tmp_path / "bad.itc"
+    bad.write_bytes(damage(good.read_bytes()))
+    capsys.readouterr()
+    for command in (["decode", str(bad), "-o", str(tmp_path / "o.png")], ["inspect", str(bad)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_wrong_weights_are_one_clear_error(tmp_path, scene_png, capsys):
+    from tests.conftest import random_lic_preset
+
+    preset_a = random_lic_preset(tmp_path, seed=0, name="a")
+    preset_b = random_lic_preset(tmp_path, seed=1, name="b")
+    assert main(["encode", str(scene_png), "-o", str(tmp_path / "c.itc"), "--preset", preset_a]) == 0
+    assert main(["decode", str(tmp_path / "c.itc"), "-o", str(tmp_path / "o.png")]) == 2
+    assert "custom preset" in capsys.readouterr().err
+    assert main(["decode", str(tmp_path / "c.itc"), "-o", str(tmp_path / "o.png"), "--preset", preset_b]) == 2
+    assert "encoded with LIC weights" in capsys.readouterr().err
+    assert main(["decode", str(tmp_path / "c.itc"), "-o", str(tmp_path / "o.png"), "--preset", preset_a]) == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["encode", "{png}", "-o", "{tmp}/x.itc", "--preset", "huge"], "unknown preset 'huge'"),
+    (["encode", "{png}", "-o", "{tmp}/x.itc", "--quality", "9"], "quality 9 not offered"),
+    (["encode", "{tmp}/missing.png", "-o", "{tmp}/x.itc"], "no such file"),
+    (["decode", "{tmp}/missing.itc", "-o", "{tmp}/x.png"], "no such file"),
+    (["decode", "{itc}", "-o", "{tmp}/x.jpg"], "write a lossless image"),
+])
+def test_usage_errors(tmp_path, scene_png, capsys, args, message):
+    itc_file = tmp_path / "s.itc"
+    main(["encode", str(scene_png), "-o", str(itc_file)])
+    capsys.readouterr()
+    args = [a.format(png=scene_png, tmp=tmp_path, itc=itc_file) for a in args]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
