@@ -2,5 +2,5 @@
 
 from .scenes import (  # noqa: F401
     COLOURS, PATTERNS, POSITIONS, SHAPES, SIZES, SPLITS, Scene, SceneObject,
-    batch, caption, generate_scene, parse_caption, render, sample, split_seeds,
+    batch, caption, caption_accuracy, generate_scene, parse_caption, render, sample, split_seeds,
 )

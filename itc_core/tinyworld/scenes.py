@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 __all__ = [
     "SHAPES", "COLOURS", "SIZES", "POSITIONS", "PATTERNS", "SPLITS",
     "SceneObject", "Scene", "generate_scene", "render", "caption", "parse_caption",
-    "split_seeds", "sample",
+    "split_seeds", "sample", "caption_accuracy",
 ]
 
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "hexagon", "cross")
@@ -134,6 +134,38 @@ def parse_caption(text: str) -> Scene:
         size, colour, shape, centre, position = m.groups()
         objects.append(SceneObject(shape, colour, size, centre or position))
     return Scene(tuple(objects), match["background"], match["pattern"])
+
+
+def caption_accuracy(predicted: list[str], seeds) -> dict:
+    """Exact-caption match and per-attribute accuracy of ``predicted`` against scenes ``seeds``.
+
+    Objects are matched by grid position; an unparseable caption counts every attribute wrong.
+    """
+    counts = {k: [0, 0] for k in ("shape", "colour", "size", "position", "count", "background", "pattern")}
+    exact = 0
+    for text, seed in zip(predicted, seeds):
+        truth = generate_scene(seed)
+        exact += text == caption(truth)
+        try:
+            guess = parse_caption(text)
+        except ValueError:
+            guess = None
+        by_position = {o.position: o for o in guess.objects} if guess else {}
+        for o in truth.objects:
+            g = by_position.get(o.position)
+            for attr in ("shape", "colour", "size"):
+                counts[attr][0] += bool(g) and getattr(g, attr) == getattr(o, attr)
+                counts[attr][1] += 1
+        truth_cells = {o.position for o in truth.objects}
+        for p in POSITIONS:
+            counts["position"][0] += (p in truth_cells) == (p in by_position)
+            counts["position"][1] += 1
+        for attr, ok in (("count", guess and len(guess.objects) == len(truth.objects)),
+                         ("background", guess and guess.background == truth.background),
+                         ("pattern", guess and guess.pattern == truth.pattern)):
+            counts[attr][0] += bool(ok)
+            counts[attr][1] += 1
+    return {"exact": exact / len(predicted), **{k: v[0] / v[1] for k, v in counts.items()}}
 
 
 # ---------------------------------------------------------------- rendering

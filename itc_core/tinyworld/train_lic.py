@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..image_codec import ImageCodec, build_model
 from ..metrics import psnr
+from .checkpoint import load_checkpoint, save_checkpoint
 from .scenes import batch, split_seeds
 
 __all__ = ["LicRecipe", "train_lic_zoo", "measure_lic"]
@@ -72,15 +73,8 @@ def _train(net, scenes, lmbda: float, steps: int, recipe: LicRecipe, ckpt: Path,
     opt, aux_opt = optimizers["net"], optimizers["aux"]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[int(steps * 0.8)], gamma=0.2)
     gen = torch.Generator().manual_seed(recipe.seed + int(lmbda * 1e6))
-    start = 0
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        aux_opt.load_state_dict(state["aux_opt"])
-        sched.load_state_dict(state["sched"])
-        gen.set_state(state["gen"])
-        start = state["step"]
+    parts = dict(net=net, opt=opt, aux_opt=aux_opt, sched=sched)
+    start = load_checkpoint(ckpt, gen, **parts)
     net.train()
     bar = tqdm(range(start, steps), desc=label, initial=start, total=steps, mininterval=5)
     for step in bar:
@@ -100,10 +94,7 @@ def _train(net, scenes, lmbda: float, steps: int, recipe: LicRecipe, ckpt: Path,
         if step % 50 == 0:
             bar.set_postfix(bpp=f"{losses['bpp_loss'].item():.3f}", mse=f"{losses['mse_loss'].item():.5f}")
         if (step + 1) % 250 == 0 or step + 1 == steps:
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
-                        "sched": sched.state_dict(), "gen": gen.get_state(), "step": step + 1}, tmp)
-            tmp.replace(ckpt)  # atomic: an interrupted save never leaves a broken checkpoint
+            save_checkpoint(ckpt, step + 1, gen, **parts)
 
 
 def measure_lic(codec: ImageCodec, seeds) -> dict:
