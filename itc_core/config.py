@@ -20,7 +20,7 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["ImageCodecConfig", "Config", "PRESETS", "PRESET_DIR", "load_config", "data_dir", "resolve_path"]
+__all__ = ["ImageCodecConfig", "CaptionConfig", "Config", "PRESETS", "PRESET_DIR", "load_config", "data_dir", "resolve_path", "resolve_model"]
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PRESETS = ("tiny", "laptop", "paper")
@@ -52,12 +52,34 @@ class ImageCodecConfig:
 
 
 @dataclass
+class CaptionConfig:
+    """The caption stage: one LMM writes the caption and codes it.
+
+    Attributes:
+        lmm: a transformers image-text-to-text model: a hub id, an absolute path, or a
+            path under the data directory (``tiny/lmm``); null: captions only from the user.
+        prompt: the text before the caption, with the processor's image placeholder.
+            Null: built from ``question`` with the processor's chat template.
+        question: the instruction put in the chat template when ``prompt`` is null.
+        max_new_tokens: caption length limit when generating (greedy).
+        method: how the caption is coded in ``.itc`` files (see ``caption_codec.METHODS``).
+    """
+
+    lmm: str | None = "tiny/lmm"
+    prompt: str | None = "<image>\nCaption:"
+    question: str | None = None
+    max_new_tokens: int = 48
+    method: str = "lmm-ac"
+
+
+@dataclass
 class Config:
     """A whole codec configuration. ``name`` is the preset's name (or the user file's stem)."""
 
     name: str = "tiny"
     description: str = ""
     image_codec: ImageCodecConfig = field(default_factory=ImageCodecConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
 
 
 def data_dir() -> Path:
@@ -131,4 +153,22 @@ def load_config(name_or_path: str = "tiny") -> Config:
         raise ConfigError(f"{cfg.name}: image_codec.quality {ic.quality} not in qualities {ic.qualities}")
     if ic.metric not in ("mse", "ms-ssim"):
         raise ConfigError(f"{cfg.name}: image_codec.metric {ic.metric!r}; valid: mse, ms-ssim")
+    from .caption_codec import LM_METHODS, METHODS  # late: caption_codec imports torch and constriction
+
+    cap = cfg.caption
+    if cap.method not in METHODS:
+        raise ConfigError(f"{cfg.name}: caption.method {cap.method!r}; valid: {', '.join(METHODS)}")
+    if cap.method in LM_METHODS and not cap.lmm:
+        raise ConfigError(f"{cfg.name}: caption.method {cap.method} needs caption.lmm")
+    if cap.lmm and not (cap.prompt or cap.question):
+        raise ConfigError(f"{cfg.name}: caption needs a prompt or a question for the LMM")
     return cfg
+
+
+def resolve_model(ref: str) -> str:
+    """A model reference as ``from_pretrained`` wants it: a local folder (absolute or under the data dir) or a hub id."""
+    path = Path(ref).expanduser()
+    if path.is_absolute():
+        return str(path)
+    local = data_dir() / path
+    return str(local) if local.exists() or ref.startswith("tiny/") else ref

@@ -26,6 +26,7 @@ def random_lic_preset(directory, seed: int, name: str = "custom") -> str:
     path.write_text(yaml.safe_dump({
         "base": "tiny",
         "image_codec": {"N": 16, "M": 24, "qualities": [1], "quality": 1, "weights": str(weights)},
+        "caption": {"lmm": None, "method": "zlib"},  # image-only unless a test adds an LMM
     }))
     return str(path)
 
@@ -34,3 +35,45 @@ def random_lic_preset(directory, seed: int, name: str = "custom") -> str:
 def random_preset(tmp_path):
     """Path of a custom preset YAML with random LIC weights (seed 0)."""
     return random_lic_preset(tmp_path, seed=0)
+
+
+def tiny_random_lmm(directory, seed: int = 0, kind: str = "llava"):
+    """A tiny random LLaVA (or LLaVA-NeXT) with the byte-level tiny tokenizer, saved with save_pretrained; returns the dir."""
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaNextConfig, LlavaNextForConditionalGeneration,
+                              LlavaNextImageProcessor, LlavaNextProcessor, LlavaProcessor)
+
+    from itc_core.tinyworld.tokenizer import train_tokenizer
+
+    torch.manual_seed(seed)
+    tok = train_tokenizer(vocab_size=320, n_captions=300)
+    vision = CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=16, intermediate_size=32,
+                              num_hidden_layers=1, num_attention_heads=2)
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8192,
+                       eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
+    image_token = tok.convert_tokens_to_ids("<image>")
+    common = dict(vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_index=image_token,
+                  vision_feature_layer=-1, vision_feature_select_strategy="default")
+    if kind == "llava":
+        model = LlavaForConditionalGeneration(LlavaConfig(image_seq_length=16, **common))
+        images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+        processor = LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=8,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    else:
+        model = LlavaNextForConditionalGeneration(LlavaNextConfig(image_grid_pinpoints=[[32, 32], [32, 64]],
+                                                                  image_seq_length=16, **common))
+        images = LlavaNextImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                                         image_grid_pinpoints=[[32, 32], [32, 64]])
+        processor = LlavaNextProcessor(image_processor=images, tokenizer=tok, patch_size=8,
+                                       vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    path = directory / f"{kind}-{seed}"
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def random_lmm_dir(tmp_path_factory):
+    """A tiny random LLaVA folder, made once per test session."""
+    return tiny_random_lmm(tmp_path_factory.mktemp("lmm"))
