@@ -34,3 +34,23 @@ def test_trains_exports_and_resumes(tmp_path):
     train_lic_zoo(out, work, longer, qualities=[1])
     assert torch.load(work / "q1.pt", weights_only=True)["step"] == 3
     assert torch.load(work / "base.pt", weights_only=True)["step"] == 2
+
+
+def test_clip_and_lmm_recipes_train_save_and_load(tmp_path):
+    from transformers import AutoModelForImageTextToText, AutoProcessor, CLIPModel
+
+    from itc_core.tinyworld.train_clip import ClipRecipe, train_clip
+    from itc_core.tinyworld.train_lmm import LmmRecipe, train_lmm
+
+    clip = train_clip(tmp_path / "clip", tmp_path / "work" / "clip",
+                      ClipRecipe(hidden=32, layers=1, projection=16, steps=2, batch_size=4, train_scenes=16,
+                                 eval_scenes=12, candidates=10))
+    assert 0 <= clip["retrieval_top1"] <= 1
+    assert CLIPModel.from_pretrained(tmp_path / "clip").config.vision_config.hidden_size == 32
+    lmm = train_lmm(tmp_path / "lmm", tmp_path / "clip", tmp_path / "work" / "lmm",
+                    LmmRecipe(hidden=32, layers=1, heads=2, kv_heads=1, steps=2, batch_size=4, train_scenes=16,
+                              eval_scenes=4))
+    assert 0 <= lmm["captioning_original"]["exact"] <= 1 and "captioning_lic_q1" in lmm
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "lmm")
+    processor = AutoProcessor.from_pretrained(tmp_path / "lmm")
+    assert type(model).__name__ == "LlavaForConditionalGeneration" and processor.tokenizer.eos_token_id == 3
