@@ -9,11 +9,15 @@ Layout, version 1 (varint = unsigned LEB128; crc16 = CRC-CCITT, ``binascii.crc_h
              | crc16 of all of the above
     image    for each string: length varint | bytes;  then crc16 of the section
     text     (only when text method != 0) length varint | bytes | crc16 of the section
+             (the bytes: for LM methods the first 2 bytes of the LMM's fingerprint, then the coded caption;
+              the caption CRC-32 in the header checks the *decoded* caption, e.g. against a platform whose
+              LMM arithmetic differs from the encoder's)
 
 A 64×64 image with a hyperprior LIC (two strings under 128 bytes each) costs
 18 bytes beyond its entropy-coded payload: 14 of header (4 magic+version,
 1+1 size, 1 preset, 1 quality, 1 layout, 3 fingerprint, 2 CRC) and 4 of
-image section (two 1-byte lengths, 2 CRC). Every way a file can be wrong has its own
+image section (two 1-byte lengths, 2 CRC). A caption adds 4 (CRC-32) + 1 (length) + 2 (CRC)
++ 2 (LMM fingerprint, LM methods only) = 9 bytes. Every way a file can be wrong has its own
 exception, all subclasses of :class:`BitstreamError`.
 """
 
@@ -33,6 +37,7 @@ __all__ = [
 MAGIC = b"ITC"
 VERSION = 1
 FINGERPRINT_BYTES = 3
+MAX_SIDE = 1 << 16  # larger images are refused rather than allocated
 PRESET_CODES = {"custom": 0, "tiny": 1, "laptop": 2, "paper": 3}
 
 
@@ -110,6 +115,10 @@ def pack(f: ItcFile) -> bytes:
         raise ValueError(f"text method code {f.text_method} out of range 0-15")
     if (f.text_method != 0) != (f.caption_crc is not None):
         raise ValueError("a text section needs a caption CRC, and only a text section has one")
+    if len(f.lic_fingerprint) < FINGERPRINT_BYTES or not (0 < f.width <= MAX_SIDE and 0 < f.height <= MAX_SIDE):
+        raise ValueError(f"fingerprint of {FINGERPRINT_BYTES} bytes and sides of 1-{MAX_SIDE} px needed")
+    if not 0 <= f.quality < 256:
+        raise ValueError(f"quality {f.quality} does not fit one byte")
     if f.preset not in PRESET_CODES:
         raise ValueError(f"unknown preset {f.preset!r}; valid: {', '.join(PRESET_CODES)}")
     header = bytearray(MAGIC + bytes([VERSION]))
@@ -171,7 +180,8 @@ def unpack(data: bytes) -> ItcFile:
     caption_crc = struct.unpack(">I", r.take(4, "header"))[0] if text_method else None
     r.check_crc(0, "header")
     presets = {code: name for name, code in PRESET_CODES.items()}
-    if layout >> 6 or n_strings == 0 or preset_code not in presets or not width or not height:
+    if (layout >> 6 or n_strings == 0 or preset_code not in presets or not 0 < width <= MAX_SIDE
+            or not 0 < height <= MAX_SIDE):
         raise CorruptedFile("header holds impossible values (reserved bits, preset or size)")
     header_end = r.pos
     strings = [r.take(r.varint("image section"), "image section") for _ in range(n_strings)]

@@ -28,7 +28,6 @@ import hashlib
 import inspect
 import lzma
 import zlib
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .determinism import one_thread
 from .errors import ItcError
 
 __all__ = ["METHODS", "METHOD_CODES", "LM_METHODS", "CaptionPayload", "CaptionCodingError", "NextTokenModel",
@@ -68,17 +68,6 @@ class CaptionPayload:
     def bits(self) -> int:
         """Payload size in bits."""
         return 8 * len(self.data)
-
-
-@contextmanager
-def _one_thread():
-    """Pin torch to one thread: thread count changes float reductions, and a range decoder needs identical bits."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _softmax64(logits: torch.Tensor) -> np.ndarray:
@@ -131,6 +120,8 @@ class NextTokenModel:
     def tokenize(self, text: str) -> list[int]:
         """Token ids of ``text`` plus EOS; special-token text (``</s>``, ``<image>``) is coded as plain bytes."""
         ids = self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        if self.eos is None or self.eos in ids:
+            raise CaptionCodingError("the tokenizer has no EOS token, or the caption's text encodes to it")
         if self.tokenizer.decode(ids) != text:
             raise CaptionCodingError("this tokenizer does not reproduce the caption exactly "
                                      "(use a byte-level tokenizer or a non-LM method such as zlib)")
@@ -157,7 +148,7 @@ class NextTokenModel:
     def distributions(self, image: Image.Image, tokens: list[int]) -> np.ndarray:
         """(len(tokens), V) float64 next-token distributions along ``tokens``: exactly the decoder's path."""
         rows = []
-        with _one_thread():
+        with one_thread():
             out, prefix = self._prefill(image)
             if prefix + len(tokens) > self.max_positions:
                 raise CaptionCodingError(f"caption of {len(tokens)} tokens exceeds the model's context "
@@ -171,7 +162,7 @@ class NextTokenModel:
     def decode_stream(self, image: Image.Image, next_symbol) -> list[int]:
         """Run the model token by token; ``next_symbol(probs)`` returns each token; stops after EOS."""
         tokens = []
-        with _one_thread():
+        with one_thread():
             out, prefix = self._prefill(image)
             while True:
                 token = int(next_symbol(_softmax64(out.logits[0, -1, : self.vocab_size])))
@@ -196,7 +187,10 @@ def _range_decode(data: bytes, distributions) -> callable:
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(padded, dtype=">u4").astype(np.uint32))
 
     def next_symbol(p):
-        return decoder.decode(_categorical(p))
+        try:
+            return decoder.decode(_categorical(p))
+        except (AssertionError, ValueError, RuntimeError) as err:  # constriction: "invalid compressed data"
+            raise CaptionCodingError(f"arithmetic-coded payload does not decode ({err})") from None
     return next_symbol
 
 
@@ -241,6 +235,10 @@ def _check(text: str) -> None:
         raise CaptionCodingError(f"a caption is text, got {type(text).__name__}")
     if len(text) > MAX_CAPTION_CHARS:
         raise CaptionCodingError(f"caption of {len(text)} characters; at most {MAX_CAPTION_CHARS}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CaptionCodingError("caption is not valid Unicode text (undecodable bytes?)") from None
 
 
 def compress_caption(text: str, method: str = "lmm-ac", lm: NextTokenModel | None = None,
@@ -270,6 +268,15 @@ def compress_caption(text: str, method: str = "lmm-ac", lm: NextTokenModel | Non
     return CaptionPayload(method, data, len(text), len(tokens), nll)
 
 
+_MAX_BYTES = 4 * MAX_CAPTION_CHARS  # the most UTF-8 bytes (or rank bytes) a valid caption can need
+
+
+def _bounded(raw: bytes) -> bytes:
+    if len(raw) > _MAX_BYTES:
+        raise CaptionCodingError(f"text payload inflates beyond {_MAX_BYTES} bytes: not a caption")
+    return raw
+
+
 def decompress_caption(data: bytes, method: str, lm: NextTokenModel | None = None,
                        context_image: Image.Image | None = None) -> str:
     """The caption of a payload made by :func:`compress_caption` with the same method, model and context."""
@@ -277,9 +284,10 @@ def decompress_caption(data: bytes, method: str, lm: NextTokenModel | None = Non
         if method == "utf8":
             return data.decode("utf-8")
         if method == "zlib":
-            return zlib.decompress(data).decode("utf-8")
+            return _bounded(zlib.decompressobj().decompress(data, _MAX_BYTES + 1)).decode("utf-8")
         if method == "lzma":
-            return lzma.decompress(data, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS).decode("utf-8")
+            inflater = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+            return _bounded(inflater.decompress(data, max_length=_MAX_BYTES + 1)).decode("utf-8")
     except (zlib.error, lzma.LZMAError, UnicodeDecodeError) as err:
         raise CaptionCodingError(f"{method} text payload does not decode ({err})") from None
     if method not in LM_METHODS:
@@ -289,7 +297,8 @@ def decompress_caption(data: bytes, method: str, lm: NextTokenModel | None = Non
     image = _context(method, context_image)
     if method == "rank-zlib":
         try:
-            ranks = np.frombuffer(zlib.decompress(data), dtype="<u2" if lm.vocab_size <= 65536 else "<u4")
+            raw = _bounded(zlib.decompressobj().decompress(data, _MAX_BYTES + 1))
+            ranks = np.frombuffer(raw, dtype="<u2" if lm.vocab_size <= 65536 else "<u4")
         except (zlib.error, ValueError) as err:
             raise CaptionCodingError(f"rank-zlib text payload does not decode ({err})") from None
         position = iter(ranks)

@@ -40,7 +40,7 @@ def load_lmm(cfg: CaptionConfig) -> NextTokenModel:
     try:
         processor = AutoProcessor.from_pretrained(ref)
         model = AutoModelForImageTextToText.from_pretrained(ref, dtype=torch.float32)
-    except OSError as err:
+    except Exception as err:  # OSError (missing), ValueError (not an image-text model), SafetensorError (damaged)
         hint = ("`itc tiny-zoo --only lmm` trains it" if cfg.lmm.startswith("tiny/")
                 else "it downloads from the Hugging Face hub once (needs the internet; HF_HUB_OFFLINE must be unset)")
         raise WeightsError(f"cannot load LMM {cfg.lmm!r} from {ref} ({str(err).splitlines()[0]}); {hint}") from None

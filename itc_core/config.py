@@ -149,6 +149,12 @@ def load_config(name_or_path: str = "tiny") -> Config:
     """The :class:`Config` of a preset name or a user YAML path (optionally ``base: PRESET`` plus overrides)."""
     cfg = _build(Config, _raw(str(name_or_path)), str(name_or_path))
     ic = cfg.image_codec
+    if str(name_or_path) not in PRESETS and cfg.name in PRESETS:
+        raise ConfigError(f"{name_or_path}: a user preset may not be named {cfg.name!r} like a built-in one; rename it")
+    if not isinstance(ic.qualities, list) or not all(isinstance(q, int) and 0 <= q < 256 for q in ic.qualities):
+        raise ConfigError(f"{cfg.name}: image_codec.qualities must be a list of integers 0-255, got {ic.qualities!r}")
+    if not isinstance(ic.pretrained, bool):
+        raise ConfigError(f"{cfg.name}: image_codec.pretrained must be true or false, got {ic.pretrained!r}")
     if ic.quality not in ic.qualities:
         raise ConfigError(f"{cfg.name}: image_codec.quality {ic.quality} not in qualities {ic.qualities}")
     if ic.metric not in ("mse", "ms-ssim"):
@@ -160,6 +166,8 @@ def load_config(name_or_path: str = "tiny") -> Config:
         raise ConfigError(f"{cfg.name}: caption.method {cap.method!r}; valid: {', '.join(METHODS)}")
     if cap.method in LM_METHODS and not cap.lmm:
         raise ConfigError(f"{cfg.name}: caption.method {cap.method} needs caption.lmm")
+    if not isinstance(cap.max_new_tokens, int) or cap.max_new_tokens < 1:
+        raise ConfigError(f"{cfg.name}: caption.max_new_tokens must be a positive integer")
     if cap.lmm and not (cap.prompt or cap.question):
         raise ConfigError(f"{cfg.name}: caption needs a prompt or a question for the LMM")
     return cfg

@@ -56,7 +56,7 @@ def load_image(path: str | Path) -> tuple[Image.Image, list[str]]:
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
             return to_rgb(image)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as err:
         raise ImageReadError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
 
 

@@ -25,6 +25,7 @@ from compressai.zoo import image_models
 from compressai.zoo.image import model_architectures
 
 from .config import ImageCodecConfig, resolve_path
+from .determinism import one_thread
 from .errors import ConfigError, WeightsError
 
 __all__ = ["ImageCodec", "LicPayload", "build_model", "load_weights", "state_fingerprint", "ARCHITECTURES"]
@@ -171,7 +172,8 @@ class ImageCodec:
     def compress(self, x: torch.Tensor) -> LicPayload:
         """Entropy-code one image ``x`` of shape (1, 3, H, W) in [0, 1]."""
         padded, _ = self._pad(x)
-        out = self.net.compress(padded)
+        with one_thread():  # the hyperprior's scales pick the CDF tables: the decoder must compute them identically
+            out = self.net.compress(padded)
         strings = [s[0] for s in out["strings"]]
         if tuple(out["shape"]) != self.latent_shape(x.shape[2], x.shape[3]):
             raise RuntimeError(f"{self.architecture}: latent shape {tuple(out['shape'])} is not the derived one")
@@ -183,6 +185,7 @@ class ImageCodec:
         if len(strings) != len(self.latent_names):
             raise ValueError(f"{self.architecture} codes {len(self.latent_names)} strings, got {len(strings)}")
         shape = self.latent_shape(height, width)
-        x_hat = self.net.decompress([[s] for s in strings], shape)["x_hat"]
+        with one_thread():
+            x_hat = self.net.decompress([[s] for s in strings], shape)["x_hat"]
         _, unpad = compute_padding(height, width, min_div=PAD_MULTIPLE)
         return F.pad(x_hat, unpad).clamp_(0, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 from PIL import Image
 
-__all__ = ["image_grid", "rate_distortion"]
+__all__ = ["image_grid", "rate_distortion", "bars", "scatter_by_group"]
 
 
 def image_grid(images: dict[str, Image.Image], scale: float = 2.5):
@@ -28,5 +28,31 @@ def rate_distortion(curves: dict[str, tuple[list[float], list[float]]], ylabel: 
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def bars(values: dict[str, float], ylabel: str, title: str = ""):
+    """A bar chart of named values, each labelled with its number; returns the Figure."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(values)), 3.2))
+    rects = ax.bar(list(values), list(values.values()), color="tab:blue")
+    ax.bar_label(rects, fmt="%.1f", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(axis="x", labelrotation=20)
+    fig.tight_layout()
+    return fig
+
+
+def scatter_by_group(points: dict[str, tuple[list[float], list[float]]], xlabel: str, ylabel: str):
+    """One scatter series per named group ``{name: (x, y)}``; returns the Figure."""
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for name, (x, y) in points.items():
+        ax.scatter(x, y, s=12, label=name, alpha=0.7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -7,7 +7,7 @@ import io
 import ipywidgets as W
 from PIL import Image
 
-__all__ = ["quality_explorer"]
+__all__ = ["quality_explorer", "caption_editor"]
 
 
 def _png(image: Image.Image, scale: int = 4) -> bytes:
@@ -33,3 +33,27 @@ def quality_explorer(codec, image: Image.Image) -> W.Widget:
     slider.observe(show, names="value")
     show()
     return W.VBox([slider, W.HBox([W.VBox([W.HTML("original"), original]), W.VBox([W.HTML("decoded"), decoded])]), label])
+
+
+def caption_editor(lm, context_image: Image.Image, text: str = "") -> W.Widget:
+    """Type a caption and see every coding method's bits update live (``lmm-ac`` looks at ``context_image``)."""
+    from .caption_codec import CaptionCodingError, compare_methods
+
+    box = W.Textarea(value=text, layout=W.Layout(width="100%", height="5em"), continuous_update=False)
+    table = W.HTML()
+
+    def show(change=None):
+        try:
+            payloads = compare_methods(box.value, lm, context_image)
+        except CaptionCodingError as err:
+            table.value = f"<i>{err}</i>"
+            return
+        rows = "".join(f"<tr><td>{m}</td><td style='text-align:right'>{p.bits}</td>"
+                       f"<td style='text-align:right'>{'' if p.nll_bits is None else f'{p.nll_bits:.1f}'}</td></tr>"
+                       for m, p in payloads.items())
+        table.value = (f"<table><tr><th>method</th><th>bits</th><th>model NLL bits</th></tr>{rows}</table>"
+                       f"<small>{len(box.value)} characters</small>")
+
+    box.observe(show, names="value")
+    show()
+    return W.VBox([W.HTML("<b>Caption</b> (edit me)"), box, table])

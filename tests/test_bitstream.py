@@ -21,7 +21,7 @@ def test_round_trip(text):
 
 
 def test_large_and_odd_sizes_round_trip():
-    f = make(width=1, height=70000, image_strings=[b"x" * 300, b"", b"z"], preset="custom", quality=255)
+    f = make(width=1, height=65536, image_strings=[b"x" * 300, b"", b"z"], preset="custom", quality=255)
     assert B.unpack(B.pack(f)) == f
 
 
@@ -87,3 +87,14 @@ def test_pack_refuses_inconsistent_fields():
         B.pack(make(text_method=5, text=b"x"))
     with pytest.raises(ValueError, match="unknown preset"):
         B.pack(make(preset="huge"))
+
+
+def test_impossible_sizes_are_refused():
+    with pytest.raises(ValueError, match="sides of 1-65536"):
+        B.pack(make(width=70000))
+    data = bytearray(B.pack(make()))
+    data[4:5] = B._varint(70000)  # a huge width with a valid header CRC
+    header_end = len(data) - len(B.pack(make())) + 14
+    fixed = bytes(data[:header_end - 2]) + B._crc16(bytes(data[:header_end - 2])) + bytes(data[header_end:])
+    with pytest.raises(B.CorruptedFile, match="impossible values"):
+        B.unpack(fixed)

@@ -161,3 +161,14 @@ def test_decoding_with_another_thread_count_in_a_fresh_process(random_lmm_dir, t
         subprocess.run([sys.executable, "-c", script, threads, str(random_lmm_dir), str(io)], check=True, env=env)
     items = json.loads(io.read_text())
     assert all(item["back"] == item["text"] for item in items)
+
+
+def test_hostile_payloads_give_clean_errors(lm):
+    import zlib as _zlib
+
+    with pytest.raises(CaptionCodingError, match="inflates beyond"):
+        decompress_caption(_zlib.compress(b"a" * 100_000), "zlib")
+    with pytest.raises(CaptionCodingError):
+        decompress_caption(b"\xff" * 8, "lm-ac", lm)
+    with pytest.raises(CaptionCodingError, match="not valid Unicode"):
+        compress_caption("caf\udce9", "utf8")

@@ -48,3 +48,19 @@ def test_invalid_yaml_and_base_loops(tmp_path):
     loop.write_text(f"base: {loop}\n")
     with pytest.raises(ConfigError, match="loops"):
         load_config(str(loop))
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"image_codec": {"qualities": [1, 300]}}, "integers 0-255"),
+    ({"image_codec": {"qualities": 3}}, "integers 0-255"),
+    ({"image_codec": {"pretrained": "false"}}, "true or false"),
+    ({"caption": {"max_new_tokens": 0}}, "positive integer"),
+    ({"caption": {"method": "gzip"}}, "caption.method 'gzip'"),
+    ({"caption": {"lmm": None, "method": "lm-ac"}}, "needs caption.lmm"),
+    ({"name": "paper"}, "may not be named 'paper'"),
+])
+def test_bad_values_are_refused(tmp_path, values, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"base": "tiny", **values}))
+    with pytest.raises(ConfigError, match=message):
+        load_config(str(path))

@@ -26,7 +26,7 @@ def test_committed_without_outputs_and_parameters_first(path):
 def test_executes_with_papermill(path, tmp_path):
     papermill = pytest.importorskip("papermill")
     out_dir = tmp_path / path.stem
-    papermill.execute_notebook(str(path), str(tmp_path / path.name), parameters={"OUTPUT_DIR": str(out_dir)},
+    papermill.execute_notebook(str(path), str(tmp_path / path.name), parameters={"OUTPUT_DIR": str(out_dir), "N_SCENES": 4},
                                cwd=str(path.parent), kernel_name="python3", progress_bar=False)
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics, "the last cell records key figures"
