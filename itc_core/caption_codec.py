@@ -129,7 +129,7 @@ class NextTokenModel:
 
     def detokenize(self, ids: list[int]) -> str:
         """The text of ``ids`` (without the final EOS)."""
-        return self.tokenizer.decode([i for i in ids if i != self.eos] if ids and ids[-1] == self.eos else ids)
+        return self.tokenizer.decode(ids[:-1] if ids and ids[-1] == self.eos else ids)
 
     @torch.no_grad()
     def _prefill(self, image: Image.Image):
@@ -181,7 +181,7 @@ def _categorical(p: np.ndarray):
     return constriction.stream.model.Categorical(p, perfect=False)
 
 
-def _range_decode(data: bytes, distributions) -> callable:
+def _range_decode(data: bytes):
     """A ``next_symbol(probs)`` closure over ``data`` (big-endian 32-bit words, zero-padded)."""
     padded = data + bytes(-len(data) % 4) if data else bytes(4)
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(padded, dtype=">u4").astype(np.uint32))
@@ -196,7 +196,7 @@ def _range_decode(data: bytes, distributions) -> callable:
 
 def _decodes_to(data: bytes, probs: np.ndarray, symbols: np.ndarray) -> bool:
     try:
-        next_symbol = _range_decode(data, None)
+        next_symbol = _range_decode(data)
         return all(next_symbol(p) == s for p, s in zip(probs, symbols))
     except Exception:  # constriction raises on invalid data; that prefix simply does not work
         return False
@@ -310,7 +310,7 @@ def decompress_caption(data: bytes, method: str, lm: NextTokenModel | None = Non
             return np.argsort(-p, kind="stable")[rank]
         tokens = lm.decode_stream(image, next_symbol)
     else:
-        tokens = lm.decode_stream(image, _range_decode(data, None))
+        tokens = lm.decode_stream(image, _range_decode(data))
     return lm.detokenize(tokens)
 
 

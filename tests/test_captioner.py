@@ -4,7 +4,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from itc_core.caption_codec import NextTokenModel
 from itc_core.captioner import CsvCaptions, caption_image, load_lmm
 from itc_core.config import CaptionConfig
 from itc_core.errors import ItcError, WeightsError

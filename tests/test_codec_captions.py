@@ -1,7 +1,6 @@
 """Captions inside .itc files: the caption stage wired through ImageTextCodec and the CLI (random tiny models)."""
 
 import json
-import zlib
 
 import pytest
 import yaml
