@@ -25,14 +25,7 @@ import torch
 
 from itc_core.caption_codec import LM_METHODS, METHODS, compress_caption, decompress_caption
 from itc_core.codec import ImageTextCodec
-from itc_core.data import image_to_tensor, tensor_to_image
 from itc_core.tinyworld import sample, split_seeds
-
-
-def reconstruction(codec, image, quality):
-    lic = codec.image_codec(quality)
-    p = lic.compress(image_to_tensor(image))
-    return tensor_to_image(lic.decompress(p.strings, p.height, p.width))
 
 
 def bits_table(codec, n: int) -> dict:
@@ -43,7 +36,7 @@ def bits_table(codec, n: int) -> dict:
     timing = {m: [0.0, 0.0] for m in LM_METHODS}
     for seed in split_seeds("test", n):
         image, text = sample(seed)
-        recon = {q: reconstruction(codec, image, q) for q in qualities}
+        recon = {q: codec.reconstruct(image, q) for q in qualities}
         for method in METHODS:
             lm = codec.lmm if method in LM_METHODS else None
             t0 = time.perf_counter()
@@ -79,7 +72,7 @@ def _worker(args) -> None:
     items = json.load(open(args.io))
     for item in items:
         image, text = sample(item["seed"])
-        recon = reconstruction(codec, image, q)
+        recon = codec.reconstruct(image, q)
         if args.worker == "encode":
             item["data"] = base64.b64encode(compress_caption(text, "lmm-ac", codec.lmm, recon).data).decode()
         else:

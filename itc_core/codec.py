@@ -145,6 +145,15 @@ class ImageTextCodec:
         from .captioner import caption_image
         return caption_image(self.lmm, to_rgb(image)[0], self.config.caption.max_new_tokens)
 
+    def _lic_round_trip(self, image: Image.Image, quality: int | None):
+        lic = self.image_codec(quality)
+        payload = lic.compress(image_to_tensor(image))
+        return lic, payload, tensor_to_image(lic.decompress(payload.strings, payload.height, payload.width))
+
+    def reconstruct(self, image: Image.Image, quality: int | None = None) -> Image.Image:
+        """The LIC reconstruction of ``image`` at ``quality``: exactly what the decoder will see (and ``lmm-ac``'s context)."""
+        return self._lic_round_trip(to_rgb(image)[0], quality)[2]
+
     def encode(self, image: Image.Image, quality: int | None = None, caption: str | bool | None = None,
                method: str | None = None) -> EncodeResult:
         """Code ``image`` (any PIL mode, any size) and its caption into ``.itc`` bytes.
@@ -158,9 +167,7 @@ class ImageTextCodec:
         ``decode`` will give, and it is the context of the ``lmm-ac`` coder.
         """
         image, notes = to_rgb(image)
-        lic = self.image_codec(quality)
-        payload = lic.compress(image_to_tensor(image))
-        reconstruction = tensor_to_image(lic.decompress(payload.strings, payload.height, payload.width))
+        lic, payload, reconstruction = self._lic_round_trip(image, quality)
         if caption is None and self.config.caption.lmm:
             caption = self.caption(image)
         text_fields, caption_payload = {}, None

@@ -11,7 +11,6 @@ from __future__ import annotations
 from tqdm.auto import tqdm
 
 from .caption_codec import LM_METHODS, METHODS, compress_caption
-from .data import image_to_tensor, tensor_to_image
 from .tinyworld import sample
 
 __all__ = ["caption_rows"]
@@ -29,11 +28,7 @@ def caption_rows(codec, seeds, methods=METHODS, progress: bool = True) -> list[d
     for seed in tqdm(list(seeds), desc="captions", disable=not progress):
         image, truth = sample(seed)
         caption = codec.caption(image)
-        recon = {}
-        for q in qualities:
-            lic = codec.image_codec(q)
-            payload = lic.compress(image_to_tensor(image))
-            recon[q] = tensor_to_image(lic.decompress(payload.strings, payload.height, payload.width))
+        recon = {q: codec.reconstruct(image, q) for q in qualities}
         row = {"seed": seed, "truth": truth, "caption": caption, "exact": caption == truth, "chars": len(caption)}
         for method in methods:
             lm = codec.lmm if method in LM_METHODS else None
