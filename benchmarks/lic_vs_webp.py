@@ -15,81 +15,14 @@ overlapping range), whether any LIC point lies below WebP's curve, and writes
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
-from itc_core.codec import ImageTextCodec
-from itc_core.data import image_to_tensor
-from itc_core.metrics import psnr
+from itc_core.rd import (JPEG_QUALITIES, WEBP_QUALITIES, bd_rate_vs, below_curve, lic_points, monotone,
+                         pillow_point)
 from itc_core.tinyworld import sample, split_seeds
-
-WEBP_QUALITIES = (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90)
-JPEG_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90)
-
-
-def pillow_point(images: list[Image.Image], fmt: str, quality: int) -> dict:
-    """Mean whole-file bpp and PSNR of ``images`` saved by Pillow as ``fmt`` at ``quality``."""
-    bpps, psnrs = [], []
-    for image in images:
-        buf = io.BytesIO()
-        options = {"method": 6} if fmt == "WEBP" else {}
-        image.save(buf, fmt, quality=quality, **options)
-        decoded = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-        bpps.append(8 * buf.tell() / (image.width * image.height))
-        psnrs.append(psnr(image_to_tensor(image), image_to_tensor(decoded)))
-    return {"quality": quality, "bpp": float(np.mean(bpps)), "psnr_db": float(np.mean(psnrs))}
-
-
-def lic_points(preset: str, images: list[Image.Image]) -> list[dict]:
-    """Mean whole-file bpp (``.itc`` bytes) and PSNR of the decoded image, per rate point of ``preset``."""
-    codec = ImageTextCodec.from_preset(preset)
-    rows = []
-    for q in codec.config.image_codec.qualities:
-        bpps, psnrs = [], []
-        for image in images:
-            result = codec.encode(image, q, caption=False)
-            decoded = codec.decode(result.data).image
-            bpps.append(result.bpp)
-            psnrs.append(psnr(image_to_tensor(image), image_to_tensor(decoded)))
-        rows.append({"quality": q, "bpp": float(np.mean(bpps)), "psnr_db": float(np.mean(psnrs))})
-    return rows
-
-
-def monotone(rows: list[dict]) -> list[dict]:
-    """The points of a curve, by rate, whose PSNR beats every cheaper point's (BD fits need monotone curves)."""
-    kept = []
-    for r in sorted(rows, key=lambda r: r["bpp"]):
-        if not kept or r["psnr_db"] > kept[-1]["psnr_db"]:
-            kept.append(r)
-    return kept
-
-
-def bd_rate_vs(anchor: list[dict], test: list[dict]) -> float | None:
-    """BD-rate (%) of ``test`` against ``anchor`` over their overlapping PSNR range; None without overlap."""
-    import bjontegaard as bd
-
-    anchor, test = monotone(anchor), monotone(test)
-    lo = max(min(r["psnr_db"] for r in anchor), min(r["psnr_db"] for r in test))
-    hi = min(max(r["psnr_db"] for r in anchor), max(r["psnr_db"] for r in test))
-    if hi <= lo:
-        return None
-    a = sorted(anchor, key=lambda r: r["bpp"])
-    t = sorted(test, key=lambda r: r["bpp"])
-    return float(bd.bd_rate([r["bpp"] for r in a], [r["psnr_db"] for r in a], [r["bpp"] for r in t],
-                            [r["psnr_db"] for r in t], method="pchip", require_matching_points=False))
-
-
-def below_curve(anchor: list[dict], test: list[dict]) -> list[int]:
-    """Qualities of ``test`` whose PSNR is under ``anchor``'s curve (linear in log-rate) at the same bpp."""
-    a = sorted(anchor, key=lambda r: r["bpp"])
-    rates, quality = np.log([r["bpp"] for r in a]), [r["psnr_db"] for r in a]
-    return [r["quality"] for r in test
-            if a[0]["bpp"] <= r["bpp"] <= a[-1]["bpp"] and r["psnr_db"] < np.interp(np.log(r["bpp"]), rates, quality)]
 
 
 def plot(curves: dict[str, list[dict]], path: Path) -> None:

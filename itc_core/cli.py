@@ -162,21 +162,28 @@ def cmd_tiny_zoo(args) -> None:
     import torch
 
     from .config import data_dir
-    from .tinyworld.train_lic import LicRecipe, train_lic_zoo
+    from .tinyworld.train_lic import load_lic_recipe, train_lic_zoo
 
     if args.threads:
         torch.set_num_threads(args.threads)
     root = Path(args.out) if args.out else data_dir() / "tiny"
     work = Path(args.workdir)
     if args.only in (None, "lic"):
-        recipe = LicRecipe()
-        if args.steps is not None:
-            recipe.base_steps = recipe.steps = args.steps
-        manifest = train_lic_zoo(root / "lic", work / "lic", recipe, args.qualities)
+        recipe = load_lic_recipe(overrides={"train": {"steps": args.steps}} if args.steps is not None else None)
+        manifest = train_lic_zoo(root / "lic", work / "lic", recipe, args.qualities, device=args.device,
+                                 max_minutes=args.max_minutes)
         for q, entry in manifest["models"].items():
             t = entry["test"]
             print(f"q{q}: {t['bpp_real']:.4f} bpp real ({t['bpp_estimated']:.4f} estimated), "
                   f"{t['psnr_db']:.2f} dB on {t['scenes']} test scenes -> {root / 'lic' / entry['file']}")
+    if args.only == "lic-semantic":  # not part of the default chain: it fine-tunes the shipped base
+        from .tinyworld.train_lic import train_semantic_zoo
+        manifest = train_semantic_zoo(root / "lic-semantic", root / "lic", work / "lic-semantic", args.qualities,
+                                      device=args.device, max_minutes=args.max_minutes, steps=args.steps)
+        for q, entry in manifest["models"].items():
+            t = entry["test"]
+            print(f"q{q} (semantic, λ={entry['lambda']:.4g}): {t['bpp_real']:.4f} bpp real, {t['psnr_db']:.2f} dB "
+                  f"-> {root / 'lic-semantic' / entry['file']}")
     if args.only in (None, "clip"):
         from .tinyworld.train_clip import ClipRecipe, train_clip
         recipe = ClipRecipe()
@@ -193,6 +200,19 @@ def cmd_tiny_zoo(args) -> None:
         acc = report["captioning_original"]
         print(f"lmm: exact captions {acc['exact']:.3f}, shape {acc['shape']:.3f}, colour {acc['colour']:.3f} "
               f"-> {root / 'lmm'}")
+
+
+def cmd_finetune(args) -> None:
+    from .finetune import load_finetune_config, train
+
+    overrides = {"train": {"steps": args.steps}} if args.steps is not None else None
+    cfg = load_finetune_config(args.config, overrides)
+    if args.out_dir:
+        cfg.out_dir = args.out_dir
+    result = train(cfg)
+    if "bpp_real" in result:
+        print(f"{cfg.out_dir}: {result['steps']} steps; validation {result['bpp_real']:.4f} bpp (real bytes), "
+              f"{result['psnr_db']:.2f} dB -> {Path(cfg.out_dir) / 'final.safetensors'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,11 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--preset", default="tiny", help="whose LMM codes the caption")
         p.set_defaults(func=func)
 
+    p = sub.add_parser("finetune", help="train or fine-tune a CompressAI codec (rate-distortion or semantic loss)")
+    p.add_argument("--config", required=True, help="a run YAML, or a recipe name under itc_core/recipes")
+    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--out-dir", help="override out_dir (checkpoints, metrics.csv, final.safetensors)")
+    p.set_defaults(func=cmd_finetune)
+
     p = sub.add_parser("tiny-zoo", help="retrain the tiny world's models into data/")
-    p.add_argument("--only", choices=["lic", "clip", "lmm"], help="which part to train (default: all, in order)")
+    p.add_argument("--only", choices=["lic", "lic-semantic", "clip", "lmm"], help="which part to train (default: all, in order)")
     p.add_argument("--qualities", type=int, nargs="+", help="rate points to train (default: all)")
     p.add_argument("--steps", type=int, help="training steps per stage (default: the recipe's)")
     p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: the recipe's)")
+    p.add_argument("--max-minutes", type=float, help="stop each training early after this long (reported as such)")
     p.add_argument("--out", help="where the models go, one folder per part (default: data/tiny)")
     p.add_argument("--workdir", default="outputs/tiny-zoo", help="checkpoints for resuming")
     p.set_defaults(func=cmd_tiny_zoo)

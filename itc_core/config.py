@@ -39,6 +39,9 @@ class ImageCodecConfig:
         N, M: channel widths for a custom-sized model (null: the zoo's for that quality).
         weights: a checkpoint path per quality, ``{quality}`` is filled in; relative
             paths start at the data directory. Overrides ``pretrained``.
+        variant: ``base`` (``weights``), or the name of an entry of ``variants``.
+        variants: other weights of the same architecture, e.g. the semantic-perceptual
+            fine-tune: ``{semantic: {weights: ..., qualities: [1, 2, 3]}}``.
     """
 
     architecture: str = "mbt2018-mean"
@@ -49,6 +52,17 @@ class ImageCodecConfig:
     N: int | None = None
     M: int | None = None
     weights: str | None = None
+    variant: str = "base"
+    variants: dict = field(default_factory=dict)
+
+    def variant_weights(self) -> tuple[str | None, list[int]]:
+        """(weights pattern, qualities) of the selected variant."""
+        if self.variant == "base":
+            return self.weights, self.qualities
+        if self.variant not in self.variants:
+            raise ConfigError(f"image_codec.variant {self.variant!r}; valid: base, {', '.join(self.variants) or '(none)'}")
+        v = self.variants[self.variant]
+        return v.get("weights"), v.get("qualities", self.qualities)
 
 
 @dataclass
@@ -155,6 +169,11 @@ def load_config(name_or_path: str = "tiny") -> Config:
         raise ConfigError(f"{cfg.name}: image_codec.qualities must be a list of integers 0-255, got {ic.qualities!r}")
     if not isinstance(ic.pretrained, bool):
         raise ConfigError(f"{cfg.name}: image_codec.pretrained must be true or false, got {ic.pretrained!r}")
+    if ic.variant != "base":
+        weights, qualities = ic.variant_weights()
+        ic.weights, ic.qualities = weights, list(qualities)
+        if ic.quality not in ic.qualities:
+            ic.quality = ic.qualities[0]
     if ic.quality not in ic.qualities:
         raise ConfigError(f"{cfg.name}: image_codec.quality {ic.quality} not in qualities {ic.qualities}")
     if ic.metric not in ("mse", "ms-ssim"):

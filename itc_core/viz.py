@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 from PIL import Image
 
-__all__ = ["image_grid", "rate_distortion", "bars", "scatter_by_group"]
+__all__ = ["image_grid", "rate_distortion", "bars", "scatter_by_group", "training_curves"]
 
 
 def image_grid(images: dict[str, Image.Image], scale: float = 2.5):
@@ -54,5 +54,22 @@ def scatter_by_group(points: dict[str, tuple[list[float], list[float]]], xlabel:
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(metrics_csv, terms=("loss", "bpp", "mse", "lpips", "clip_iqa", "clip_i2t")):
+    """One panel per loss term logged in an ``itc finetune`` ``metrics.csv`` (train rows); returns the Figure."""
+    import csv
+
+    rows = [r for r in csv.DictReader(open(metrics_csv, newline="")) if r["split"] == "train"]
+    present = [t for t in terms if rows and rows[0].get(t)]
+    fig, axes = plt.subplots(1, len(present), figsize=(2.6 * len(present), 2.4), squeeze=False)
+    steps = [int(r["step"]) for r in rows]
+    for ax, term in zip(axes[0], present):
+        ax.plot(steps, [float(r[term]) for r in rows], lw=1)
+        ax.set_title(term, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

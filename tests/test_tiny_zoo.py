@@ -4,12 +4,17 @@ import torch
 
 from itc_core.config import ImageCodecConfig
 from itc_core.image_codec import ImageCodec
-from itc_core.tinyworld.train_lic import LicRecipe, train_lic_zoo
+from itc_core.tinyworld.train_lic import load_lic_recipe, train_lic_zoo
 
 
-def small_recipe(**kw) -> LicRecipe:
-    return LicRecipe(N=16, M=24, lambdas={1: 0.001, 2: 0.05}, base_steps=2, steps=2, batch_size=2,
-                     train_scenes=16, test_scenes=2, **kw)
+def small_recipe(steps: int = 2) -> dict:
+    return load_lic_recipe(overrides={
+        "model": {"N": 16, "M": 24},
+        "data": {"train_scenes": 16, "val_scenes": 2},
+        "train": {"steps": steps, "batch_size": 2, "warmup": 0, "val_every": 1000, "device": "cpu"},
+        "rate_points": {1: 0.001, 2: 0.05},
+        "test_scenes": 2,
+    })
 
 
 def test_trains_exports_and_resumes(tmp_path):
@@ -17,7 +22,7 @@ def test_trains_exports_and_resumes(tmp_path):
     manifest = train_lic_zoo(out, work, small_recipe())
     assert sorted(manifest["models"]) == ["1", "2"]
     entry = manifest["models"]["1"]
-    for key in ("sha256", "lambda", "train_seconds"):
+    for key in ("sha256", "lambda", "train_seconds", "steps"):
         assert key in entry
     assert entry["test"]["bpp_real"] > 0 and entry["test"]["scenes"] == 2
     assert json.loads((out / "manifest.json").read_text())["models"] == manifest["models"]
@@ -28,12 +33,10 @@ def test_trains_exports_and_resumes(tmp_path):
     assert codec.decompress(payload.strings, 64, 64).shape == (1, 3, 64, 64)
 
     # A longer run resumes from the checkpoints instead of starting again.
-    assert torch.load(work / "q1.pt", weights_only=True)["step"] == 2
-    longer = small_recipe()
-    longer.steps = 3
-    train_lic_zoo(out, work, longer, qualities=[1])
-    assert torch.load(work / "q1.pt", weights_only=True)["step"] == 3
-    assert torch.load(work / "base.pt", weights_only=True)["step"] == 2
+    assert torch.load(work / "q1" / "checkpoint.pt", weights_only=True)["step"] == 2
+    train_lic_zoo(out, work, small_recipe(steps=3), qualities=[1])
+    assert torch.load(work / "q1" / "checkpoint.pt", weights_only=True)["step"] == 3
+    assert torch.load(work / "q2" / "checkpoint.pt", weights_only=True)["step"] == 2
 
 
 def test_clip_and_lmm_recipes_train_save_and_load(tmp_path):

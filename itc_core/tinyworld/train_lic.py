@@ -1,100 +1,55 @@
 """Train the tiny world's learned image codecs (``itc tiny-zoo --only lic``).
 
-One CompressAI ``mbt2018-mean`` model per rate point, trained on seeded
-tiny-world scenes with CompressAI's rate-distortion loss
-(``λ·255²·MSE + bpp``). A base model is trained once at a middle λ, then each
-rate point is fine-tuned from it (much faster than from scratch on 2 cores).
-Every stage checkpoints to ``workdir`` and resumes where it stopped. The
-export builds the CDF tables, saves safetensors into ``data/tiny/lic/`` and
-measures the *real* entropy-coded rate on held-out test scenes, which is what
-the rate points are named by (the training-time noisy rate overstates it).
+A recipe of the training loop (:mod:`itc_core.finetune`): the YAML
+``itc_core/recipes/tiny-lic.yaml`` holds one ``itc finetune`` run and a λ per
+rate point; each rate point is trained from scratch with plain rate-distortion
+loss (so the points can train in parallel processes or on a GPU), then
+exported (float16 safetensors with CDF tables built from the rounded weights)
+into ``data/tiny/lic/`` and measured with *real* entropy-coded bytes on
+held-out test scenes, which is what the rate points are named by. Every run
+checkpoints into ``workdir`` and resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
-from compressai.losses import RateDistortionLoss
-from compressai.optimizers import net_aux_optimizer
-from tqdm.auto import tqdm
 
-from ..image_codec import ImageCodec, build_model
+from ..config import _read_yaml
+from ..finetune import RECIPE_DIR, export_lic, load_finetune_config, train
+from ..image_codec import ImageCodec, build_model, load_weights
 from ..metrics import psnr
-from .checkpoint import load_checkpoint, save_checkpoint
 from .scenes import batch, split_seeds
 
-__all__ = ["LicRecipe", "train_lic_zoo", "measure_lic"]
+__all__ = ["load_lic_recipe", "train_lic_zoo", "train_semantic_zoo", "semantic_run", "matched_lambda", "measure_lic", "RECIPE"]
+
+RECIPE = RECIPE_DIR / "tiny-lic.yaml"
 
 
-@dataclass
-class LicRecipe:
-    """Hyper-parameters of the tiny LIC zoo (the defaults are the shipped models')."""
-
-    architecture: str = "mbt2018-mean"
-    N: int = 48
-    M: int = 64
-    lambdas: dict[int, float] = field(default_factory=lambda: {1: 0.0001, 2: 0.001, 3: 0.008, 4: 0.5})
-    base_lambda: float = 0.003
-    base_steps: int = 2000
-    steps: int = 2000
-    batch_size: int = 16
-    lr: float = 5e-4
-    train_scenes: int = 20000
-    test_scenes: int = 100
-    seed: int = 0
-
-
-def _scenes(recipe: LicRecipe, workdir: Path) -> torch.Tensor:
-    """The training scenes as a uint8 (N, 3, 64, 64) tensor, cached in ``workdir``."""
-    cache = workdir / f"train_scenes_{recipe.train_scenes}.npy"
-    if not cache.exists():
-        np.save(cache, batch(split_seeds("train", recipe.train_scenes)))
-    return torch.from_numpy(np.load(cache)).permute(0, 3, 1, 2).contiguous()
-
-
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random flips and quarter turns: cheap extra variety for the codec (captions are not used here)."""
-    if torch.rand(1, generator=gen) < 0.5:
-        x = x.flip(-1)
-    return torch.rot90(x, int(torch.randint(4, (1,), generator=gen)), dims=(-2, -1))
-
-
-def _train(net, scenes, lmbda: float, steps: int, recipe: LicRecipe, ckpt: Path, label: str) -> None:
-    """Train ``net`` for ``steps`` at ``lmbda``, resuming from ``ckpt`` if present, checkpointing every 250 steps."""
-    criterion = RateDistortionLoss(lmbda=lmbda)
-    optimizers = net_aux_optimizer(net, {"net": {"type": "Adam", "lr": recipe.lr}, "aux": {"type": "Adam", "lr": 1e-3}})
-    opt, aux_opt = optimizers["net"], optimizers["aux"]
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[int(steps * 0.8)], gamma=0.2)
-    gen = torch.Generator().manual_seed(recipe.seed + int(lmbda * 1e6))
-    parts = dict(net=net, opt=opt, aux_opt=aux_opt, sched=sched)
-    start = load_checkpoint(ckpt, gen, **parts)
-    net.train()
-    bar = tqdm(range(start, steps), desc=label, initial=start, total=steps, mininterval=5)
-    for step in bar:
-        idx = torch.randint(len(scenes), (recipe.batch_size,), generator=gen)
-        x = _augment(scenes[idx].float() / 255, gen)
-        out = net(x)
-        losses = criterion(out, x)
-        opt.zero_grad()
-        losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        aux_loss = net.aux_loss()
-        aux_opt.zero_grad()
-        aux_loss.backward()
-        aux_opt.step()
-        if step % 50 == 0:
-            bar.set_postfix(bpp=f"{losses['bpp_loss'].item():.3f}", mse=f"{losses['mse_loss'].item():.5f}")
-        if (step + 1) % 250 == 0 or step + 1 == steps:
-            save_checkpoint(ckpt, step + 1, gen, **parts)
+def load_lic_recipe(overrides: dict | None = None, path: str | Path = RECIPE) -> dict:
+    """The zoo recipe: ``run`` (a finetune config dict), ``rate_points`` {quality: λ} and ``test_scenes``."""
+    values = _read_yaml(Path(path))
+    rate_points = {int(q): float(lmbda) for q, lmbda in values.pop("rate_points").items()}
+    test_scenes = int(values.pop("test_scenes", 100))
+    recipe = {"run": values, "rate_points": rate_points, "test_scenes": test_scenes}
+    for key, value in (overrides or {}).items():
+        if key in ("rate_points", "test_scenes"):
+            recipe[key] = value
+        elif isinstance(value, dict):
+            recipe["run"].setdefault(key, {}).update(value)
+        else:
+            recipe["run"][key] = value
+    return recipe
 
 
 def measure_lic(codec: ImageCodec, seeds) -> dict:
@@ -120,63 +75,145 @@ def measure_lic(codec: ImageCodec, seeds) -> dict:
     }
 
 
-def _export(net, quality: int, lmbda: float, recipe: LicRecipe, out_dir: Path, seconds: float) -> dict:
-    from safetensors.torch import save_file
+@contextmanager
+def _locked(path: Path):
+    """An exclusive lock on the file ``path`` + ".lock": rate points may finish at once in parallel processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
-    # Ship weights in float16 (half the bytes). Round first and build the CDF tables from the rounded
-    # weights, so the fp32 model that loads the file is exactly the one whose tables were built.
-    params = {name for name, _ in net.named_parameters()}
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(p.half().float())
-    net.eval().update(force=True)
-    path = out_dir / f"{recipe.architecture}-q{quality}.safetensors"
-    state = {k: (v.half() if k in params else v).contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(path))
-    codec = ImageCodec(net, recipe.architecture, quality)
-    import hashlib
+
+def _export(run_dir: Path, quality: int, lmbda: float, recipe: dict, out_dir: Path, seconds: float) -> dict:
+    cfg = load_finetune_config({k: v for k, v in recipe["run"].items() if k != "loss"})
+    spec = cfg.model
+    net = build_model(spec.architecture, N=spec.N, M=spec.M)
+    load_weights(net, run_dir / "final.safetensors")
+    path = export_lic(net, out_dir / f"{spec.architecture}-q{quality}.safetensors")
+    shipped = build_model(spec.architecture, N=spec.N, M=spec.M)
+    load_weights(shipped, path)
+    codec = ImageCodec(shipped, spec.architecture, quality)
     return {
         "file": path.name,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "bytes": path.stat().st_size,
         "lambda": lmbda,
         "train_seconds": round(seconds, 1),
-        "test": measure_lic(codec, split_seeds("test", recipe.test_scenes)),
+        "test": measure_lic(codec, split_seeds("test", recipe["test_scenes"])),
     }
 
 
-def train_lic_zoo(out_dir: Path, workdir: Path, recipe: LicRecipe | None = None,
-                  qualities: list[int] | None = None) -> dict:
+def train_lic_zoo(out_dir: Path, workdir: Path, recipe: dict | None = None, qualities: list[int] | None = None,
+                  device: str | None = None, max_minutes: float | None = None) -> dict:
     """Train (or resume) the rate points ``qualities`` and export them with a manifest into ``out_dir``."""
-    recipe = recipe or LicRecipe()
-    qualities = qualities or sorted(recipe.lambdas)
+    recipe = recipe or load_lic_recipe()
+    qualities = qualities or sorted(recipe["rate_points"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    workdir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(recipe.seed)
-    scenes = _scenes(recipe, workdir)
-    base = build_model(recipe.architecture, N=recipe.N, M=recipe.M)
-    t0 = time.time()
-    _train(base, scenes, recipe.base_lambda, recipe.base_steps, recipe, workdir / "base.pt", "base")
-    base_seconds = time.time() - t0
     manifest_path = out_dir / "manifest.json"
     for q in qualities:
-        net = build_model(recipe.architecture, N=recipe.N, M=recipe.M)
-        net.load_state_dict(base.state_dict())
-        t1 = time.time()
-        _train(net, scenes, recipe.lambdas[q], recipe.steps, recipe, workdir / f"q{q}.pt", f"q{q} λ={recipe.lambdas[q]}")
-        entry = _export(net, q, recipe.lambdas[q], recipe, out_dir, time.time() - t1)
-        # Re-read just before writing: rate points may be trained by parallel processes.
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"models": {}}
-        manifest["models"][str(q)] = entry
-        manifest["models"] = dict(sorted(manifest["models"].items()))
-        manifest.update({
-            "recipe": asdict(recipe),
-            "base_train_seconds_this_run": round(base_seconds, 1),
-            "command": "itc tiny-zoo --only lic",
-            "data": {"train_seeds": [split_seeds("train", recipe.train_scenes)[0], split_seeds("train", recipe.train_scenes)[-1]],
-                     "test_seeds": [split_seeds("test", recipe.test_scenes)[0], split_seeds("test", recipe.test_scenes)[-1]]},
-            "environment": {"python": sys.version.split()[0], "torch": torch.__version__,
-                            "platform": platform.platform(), "threads": torch.get_num_threads()},
-        })
-        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+        lmbda = recipe["rate_points"][q]
+        run = dict(recipe["run"], loss={**recipe["run"].get("loss", {}), "lmbda": lmbda},
+                   out_dir=str(workdir / f"q{q}"))
+        if device or max_minutes:
+            run["train"] = {**run.get("train", {}), **({"device": device} if device else {}),
+                            **({"max_minutes": max_minutes} if max_minutes else {})}
+        t0 = time.time()
+        result = train(load_finetune_config(run))
+        entry = _export(workdir / f"q{q}", q, lmbda, recipe, out_dir, time.time() - t0)
+        entry["steps"], entry["planned_steps"] = result["steps"], result["planned_steps"]
+        with _locked(workdir / "manifest"):
+            manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"models": {}}
+            manifest["models"][str(q)] = entry
+            manifest["models"] = dict(sorted(manifest["models"].items(), key=lambda kv: int(kv[0])))
+            manifest.update({
+                "recipe": {"run": recipe["run"], "rate_points": recipe["rate_points"],
+                           "test_scenes": recipe["test_scenes"]},
+                "command": "itc tiny-zoo --only lic",
+                "data": {"test_seeds": [split_seeds("test", recipe["test_scenes"])[0],
+                                        split_seeds("test", recipe["test_scenes"])[-1]]},
+                "environment": {"python": sys.version.split()[0], "torch": torch.__version__,
+                                "platform": platform.platform(), "device": device or "auto",
+                                "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+            })
+            tmp = manifest_path.with_suffix(".part")
+            tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+            tmp.replace(manifest_path)
+    return json.loads(manifest_path.read_text())
+
+
+SEMANTIC_RECIPE = RECIPE_DIR / "tiny-lic-semantic.yaml"
+
+
+@torch.no_grad()
+def matched_lambda(net, loss_spec, lmbda_rd: float, scenes: int = 64) -> tuple[float, dict]:
+    """λ for the semantic loss so that the base ``net``'s distortion keeps the weight it had in training.
+
+    The base minimised ``bpp + λ_rd·255²·MSE``; the semantic loss is ``bpp + λ·Σκ·D``; on ``scenes``
+    training scenes, λ = λ_rd·255²·MSE / Σκ·D makes both distortion terms equal at the start.
+    """
+    from ..finetune import TinyScenes, build_loss
+
+    data = TinyScenes("train", scenes)
+    x, captions = data.get(torch.arange(scenes), torch.Generator())
+    loss = build_loss(loss_spec)
+    out = loss(net.eval()(x), x, captions)
+    mse = float(torch.nn.functional.mse_loss(net(x)["x_hat"], x))
+    terms = {name: float(out[name]) for name in loss.terms}
+    return lmbda_rd * 255 ** 2 * mse / float(out["distortion"]), {"mse": mse, **terms}
+
+
+def semantic_run(quality: int, base_dir: Path | None = None, out_dir: str | Path = "outputs/finetune/semantic",
+                 kappa: dict | None = None, **train_overrides):
+    """The fine-tune config of base rate point ``quality`` from the semantic recipe, with its matched λ.
+
+    ``kappa`` replaces the recipe's term weights (ablations); ``train_overrides`` its ``train`` keys.
+    Returns ``(config, base manifest entry, base terms at the start)``.
+    """
+    from ..config import data_dir
+
+    base_dir = Path(base_dir) if base_dir else data_dir() / "tiny" / "lic"
+    base = json.loads((base_dir / "manifest.json").read_text())["models"][str(quality)]
+    values = _read_yaml(SEMANTIC_RECIPE)
+    for key in ("qualities", "lambda", "test_scenes"):
+        values.pop(key, None)
+    values["model"]["init"] = str(base_dir / base["file"])
+    values["out_dir"] = str(out_dir)
+    if kappa is not None:
+        values["loss"]["kappa"] = dict(kappa)
+    values["train"].update({k: v for k, v in train_overrides.items() if v is not None})
+    cfg = load_finetune_config(values)
+    start_net = build_model(cfg.model.architecture, N=cfg.model.N, M=cfg.model.M)
+    load_weights(start_net, base_dir / base["file"])
+    cfg.loss.lmbda, at_start = matched_lambda(start_net, cfg.loss, base["lambda"])
+    return cfg, base, at_start
+
+
+def train_semantic_zoo(out_dir: Path, base_dir: Path, workdir: Path, qualities: list[int] | None = None,
+                       device: str | None = None, max_minutes: float | None = None, steps: int | None = None) -> dict:
+    """Fine-tune the base rate points in ``base_dir`` with the semantic-perceptual loss; export into ``out_dir``."""
+    recipe_values = _read_yaml(SEMANTIC_RECIPE)
+    qualities = qualities or recipe_values["qualities"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = out_dir / "manifest.json"
+    for q in qualities:
+        cfg, base, at_start = semantic_run(q, base_dir, workdir / f"q{q}", device=device, max_minutes=max_minutes,
+                                           steps=steps)
+        t0 = time.time()
+        result = train(cfg)
+        recipe = {"run": asdict(cfg), "test_scenes": recipe_values["test_scenes"]}
+        entry = _export(workdir / f"q{q}", q, cfg.loss.lmbda, recipe, out_dir, time.time() - t0)
+        entry.update(steps=result["steps"], planned_steps=result["planned_steps"], base_lambda=base["lambda"],
+                     base_terms=at_start)
+        with _locked(workdir / "manifest"):
+            manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"models": {}}
+            manifest["models"][str(q)] = entry
+            manifest["models"] = dict(sorted(manifest["models"].items(), key=lambda kv: int(kv[0])))
+            manifest.update({"recipe": SEMANTIC_RECIPE.name, "base": "tiny/lic",
+                             "command": "itc tiny-zoo --only lic-semantic",
+                             "environment": {"python": sys.version.split()[0], "torch": torch.__version__,
+                                             "device": device or "auto",
+                                             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}})
+            tmp = manifest_path.with_suffix(".part")
+            tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+            tmp.replace(manifest_path)
+    return json.loads(manifest_path.read_text())

@@ -1,0 +1,91 @@
+"""Rate-distortion points of whole files, and Bjøntegaard deltas against what a user would pick instead.
+
+    images = [sample(s)[0] for s in split_seeds("test", 100)]
+    lic = lic_points("tiny", images)                                # every rate point, real .itc bytes
+    webp = [pillow_point(images, "WEBP", q) for q in WEBP_QUALITIES]
+    bd_rate_vs(webp, lic)                                          # % rate, negative: the LIC saves bits
+
+Rates are whole files (containers included) in bits per pixel, averaged over
+images; PSNR is the mean over images. BD figures use the ``bjontegaard`` package
+(pchip) over the curves' overlapping PSNR range, on the monotone part of each curve.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image
+
+from .data import image_to_tensor
+from .metrics import psnr
+
+__all__ = ["WEBP_QUALITIES", "JPEG_QUALITIES", "pillow_point", "lic_points", "monotone", "bd_rate_vs", "below_curve"]
+
+WEBP_QUALITIES = (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90)
+JPEG_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90)
+
+
+def pillow_point(images: list[Image.Image], fmt: str, quality: int) -> dict:
+    """Mean whole-file bpp and PSNR of ``images`` saved by Pillow as ``fmt`` (WEBP: method 6) at ``quality``."""
+    bpps, psnrs = [], []
+    for image in images:
+        buf = io.BytesIO()
+        image.save(buf, fmt, quality=quality, **({"method": 6} if fmt == "WEBP" else {}))
+        decoded = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+        bpps.append(8 * buf.tell() / (image.width * image.height))
+        psnrs.append(psnr(image_to_tensor(image), image_to_tensor(decoded)))
+    return {"quality": quality, "bpp": float(np.mean(bpps)), "psnr_db": float(np.mean(psnrs))}
+
+
+def lic_points(preset, images: list[Image.Image], qualities=None) -> list[dict]:
+    """Mean whole-file bpp (``.itc`` bytes, no caption) and PSNR of the decoded image per rate point.
+
+    ``preset`` is a preset name, a YAML path or an :class:`~itc_core.codec.ImageTextCodec`.
+    """
+    from .codec import ImageTextCodec
+
+    codec = preset if isinstance(preset, ImageTextCodec) else ImageTextCodec.from_preset(preset)
+    rows = []
+    for q in qualities or codec.config.image_codec.qualities:
+        bpps, psnrs = [], []
+        for image in images:
+            result = codec.encode(image, q, caption=False)
+            decoded = codec.decode(result.data).image
+            bpps.append(result.bpp)
+            psnrs.append(psnr(image_to_tensor(image), image_to_tensor(decoded)))
+        rows.append({"quality": q, "bpp": float(np.mean(bpps)), "psnr_db": float(np.mean(psnrs))})
+    return rows
+
+
+def monotone(rows: list[dict], key: str = "psnr_db") -> list[dict]:
+    """The points of a curve, by rate, whose quality beats every cheaper point's (BD fits need monotone curves)."""
+    kept = []
+    for r in sorted(rows, key=lambda r: r["bpp"]):
+        if not kept or r[key] > kept[-1][key]:
+            kept.append(r)
+    return kept
+
+
+def bd_rate_vs(anchor: list[dict], test: list[dict], key: str = "psnr_db") -> float | None:
+    """BD-rate (%) of ``test`` against ``anchor`` over their overlapping quality range; None without overlap."""
+    import bjontegaard as bd
+
+    anchor, test = monotone(anchor, key), monotone(test, key)
+    lo = max(min(r[key] for r in anchor), min(r[key] for r in test))
+    hi = min(max(r[key] for r in anchor), max(r[key] for r in test))
+    if hi <= lo or len(anchor) < 2 or len(test) < 2:
+        return None
+    with warnings.catch_warnings():  # the package warns when the overlap is under 75 %; the range is reported
+        warnings.simplefilter("ignore")
+        return float(bd.bd_rate([r["bpp"] for r in anchor], [r[key] for r in anchor], [r["bpp"] for r in test],
+                                [r[key] for r in test], method="pchip", require_matching_points=False))
+
+
+def below_curve(anchor: list[dict], test: list[dict], key: str = "psnr_db") -> list[int]:
+    """Qualities of ``test`` under ``anchor``'s curve (linear in log-rate) at the same bpp, within its range."""
+    a = sorted(anchor, key=lambda r: r["bpp"])
+    rates, quality = np.log([r["bpp"] for r in a]), [r[key] for r in a]
+    return [r["quality"] for r in test
+            if a[0]["bpp"] <= r["bpp"] <= a[-1]["bpp"] and r[key] < np.interp(np.log(r["bpp"]), rates, quality)]

@@ -1,0 +1,144 @@
+"""The training loop: config validation, real-bytes validation, resume after a kill, semantic terms, accelerate."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from itc_core.errors import ConfigError, WeightsError
+from itc_core.finetune import TinyScenes, build_loss, load_finetune_config, lr_factor, train
+from itc_core.losses import CodecLoss
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_run(out_dir, steps=6, **train_overrides) -> dict:
+    return {
+        "model": {"architecture": "mbt2018-mean", "N": 16, "M": 24},
+        "loss": {"lmbda": 0.01},
+        "data": {"kind": "tiny", "train_scenes": 32, "val_scenes": 2},
+        "train": {"steps": steps, "batch_size": 4, "log_every": 1, "val_every": 3, "checkpoint_every": 2,
+                  "warmup": 2, "device": "cpu", **train_overrides},
+        "out_dir": str(out_dir),
+    }
+
+
+def test_config_errors_name_the_bad_value(tmp_path):
+    with pytest.raises(ConfigError, match="schedule"):
+        load_finetune_config(tiny_run(tmp_path, schedule="linear"))
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_finetune_config({"train": {"stpes": 3}})
+    with pytest.raises(ConfigError, match="no such config"):
+        load_finetune_config(tmp_path / "missing.yaml")
+    from itc_core.tinyworld.train_lic import load_lic_recipe
+
+    zoo = load_lic_recipe()  # the shipped LIC recipe is a finetune run plus a λ per rate point
+    assert load_finetune_config(zoo["run"]).model.architecture == "mbt2018-mean" and len(zoo["rate_points"]) >= 4
+
+
+def test_schedule_warms_up_then_decays():
+    spec = load_finetune_config({"train": {"steps": 100, "warmup": 10, "min_lr_ratio": 0.1}}).train
+    factors = [lr_factor(spec, s) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:])) and factors[-1] >= 0.1
+
+
+def test_trains_validates_with_real_bytes_and_logs(tmp_path):
+    result = train(load_finetune_config(tiny_run(tmp_path / "run")), quiet=True)
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert [r["step"] for r in rows if r["split"] == "train"] == [str(s) for s in range(1, 7)]
+    val = [r for r in rows if r["split"] == "val"]
+    assert [r["step"] for r in val] == ["3", "6"] and float(val[-1]["bpp_real"]) > 0
+    assert result["bpp_real"] == pytest.approx(float(val[-1]["bpp_real"]))
+    state = load_file(tmp_path / "run" / "final.safetensors")
+    assert "entropy_bottleneck._quantized_cdf" in state and state["entropy_bottleneck._quantized_cdf"].numel() > 0
+
+
+def _cli(config: Path, env_extra=None) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env_extra or {})}
+    return subprocess.Popen([sys.executable, "-c", "import torch; torch.set_num_threads(1); "
+                             "from itc_core.cli import main; raise SystemExit(main())",
+                             "finetune", "--config", str(config)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    steps = 40
+    cfgs = {}
+    for name in ("straight", "killed"):
+        cfgs[name] = tmp_path / f"{name}.yaml"
+        cfgs[name].write_text(yaml.safe_dump(tiny_run(tmp_path / name, steps=steps, checkpoint_every=1000,
+                                                      val_every=1000)))
+    straight = _cli(cfgs["straight"])
+    killed = _cli(cfgs["killed"])
+    metrics = tmp_path / "killed" / "metrics.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and killed.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) > 4:  # a few steps in, mid-"epoch"
+            break
+        time.sleep(0.1)
+    killed.send_signal(signal.SIGTERM)
+    _, err = killed.communicate(timeout=120)
+    assert killed.returncode == 2 and "rerun the same command to resume" in err, err
+    stopped_at = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["step"]
+    assert 0 < stopped_at < steps
+    resumed = _cli(cfgs["killed"])
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert straight.wait(timeout=300) == 0, straight.stderr.read()
+    a = load_file(tmp_path / "straight" / "final.safetensors")
+    b = load_file(tmp_path / "killed" / "final.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    logged = [int(r["step"]) for r in csv.DictReader(metrics.open()) if r["split"] == "train"]
+    assert logged == list(range(1, steps + 1))  # rows past the checkpoint were dropped, none twice
+
+
+def test_semantic_terms_report_by_name_and_give_gradients():
+    spec = load_finetune_config({"loss": {"lmbda": 1.0, "clip": "tiny/clip",
+                                          "kappa": {"mse": 0.5, "lpips": 0.2, "clip_iqa": 0.1, "clip_i2t": 0.2}}}).loss
+    loss = build_loss(spec)
+    x, captions = TinyScenes("train", 2).get(torch.arange(2), torch.Generator())
+    x_hat = (x + 0.1 * torch.randn_like(x)).clamp(0, 1).requires_grad_()
+    out = loss({"x_hat": x_hat, "likelihoods": {"y": torch.full((2, 4), 0.5)}}, x, captions)
+    for name in ("bpp", "mse", "lpips", "clip_iqa", "clip_i2t", "loss"):
+        assert torch.isfinite(out[name])
+    out["loss"].backward()
+    assert x_hat.grad.abs().sum() > 0
+    # The LPIPS-style distance of an image to itself is zero, and grows with the damage.
+    lp = loss.terms["lpips"]
+    gen = torch.Generator().manual_seed(0)
+    light, heavy = ((x + s * torch.randn(x.shape, generator=gen)).clamp(0, 1) for s in (0.02, 0.3))
+    assert float(lp(x, x)) == pytest.approx(0, abs=1e-6)
+    assert 0 < float(lp(light, x)) < float(lp(heavy, x))
+
+
+def test_missing_semantic_weights_raise_naming_them(tmp_path):
+    with pytest.raises(WeightsError, match="nowhere"):
+        build_loss(load_finetune_config({"loss": {"clip": str(tmp_path / "nowhere"),
+                                                  "kappa": {"mse": 1.0, "clip_i2t": 0.2}}}).loss)
+    with pytest.raises(WeightsError, match="need a CLIP"):
+        build_loss(load_finetune_config({"loss": {"kappa": {"mse": 1.0, "lpips": 0.2}}}).loss)
+    with pytest.raises(ValueError, match="unknown loss terms"):
+        CodecLoss(1.0, {"psnr": 1.0})
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="accelerate's CPU multi-process launch")
+def test_accelerate_two_cpu_processes_run_one_short_epoch(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_run(tmp_path / "ddp", steps=4, val_every=4)))
+    accelerate = Path(sys.executable).with_name("accelerate")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([str(accelerate), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "itc_core.cli", "finetune",
+                           "--config", str(cfg)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = list(csv.DictReader((tmp_path / "ddp" / "metrics.csv").open()))
+    assert [r["step"] for r in rows if r["split"] == "train"] == ["1", "2", "3", "4"]  # logged once, by rank 0
+    assert (tmp_path / "ddp" / "final.safetensors").exists()
