@@ -30,7 +30,7 @@ from .referee import CELL_HEADS, SCENE_HEADS, Referee, RefereeNet, scene_targets
 from .scenes import SPLITS, batch, generate_scene, split_seeds
 from .train_clip import warmup_cosine
 
-__all__ = ["RefereeRecipe", "degrade", "train_referee"]
+__all__ = ["RefereeRecipe", "degrade", "train_referee", "export_referee", "evaluate_originals"]
 
 
 @dataclass
@@ -39,9 +39,9 @@ class RefereeRecipe:
 
     widths: tuple[int, ...] = (16, 32, 64, 96)
     cell_hidden: int = 128
-    steps: int = 4000
-    batch_size: int = 64
-    lr: float = 2e-3
+    steps: int = 5000
+    batch_size: int = 32
+    lr: float = 1.5e-3
     weight_decay: float = 1e-4
     share_degraded: float = 0.5
     jpeg_quality: tuple[int, int] = (40, 95)
@@ -119,8 +119,6 @@ def train_referee(out_dir: Path, workdir: Path, recipe: RefereeRecipe | None = N
     ``device`` (default ``cpu``) only moves the network's steps; scenes and degradations are drawn on the
     CPU from the same generator, so a run on ``cuda`` sees the same data as one on the CPU.
     """
-    from safetensors.torch import save_file
-
     recipe = recipe or RefereeRecipe()
     workdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
@@ -146,9 +144,15 @@ def train_referee(out_dir: Path, workdir: Path, recipe: RefereeRecipe | None = N
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % 250 == 0 or step + 1 == recipe.steps:
             save_checkpoint(ckpt, step + 1, gen, **parts)
-    seconds = time.time() - t0
+    return export_referee(net.cpu(), recipe, out_dir, time.time() - t0, recipe.steps, str(device))
 
-    net.cpu()
+
+def export_referee(net: RefereeNet, recipe: RefereeRecipe, out_dir: Path, seconds: float, trained_steps: int,
+                   device: str = "cpu") -> dict:
+    """Save ``net`` (safetensors) and its manifest (SHA-256, recipe, test figures) to ``out_dir``; returns the manifest."""
+    from safetensors.torch import save_file
+
+    net.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / "model.safetensors"
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
@@ -160,14 +164,13 @@ def train_referee(out_dir: Path, workdir: Path, recipe: RefereeRecipe | None = N
                          "image_size": 64},
         "parameters": sum(p.numel() for p in net.parameters()),
         "recipe": asdict(recipe),
+        "trained_steps": trained_steps,
         "train_seconds_this_run": round(seconds, 1),
         "command": "itc tiny-zoo --only referee",
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "threads": torch.get_num_threads(), "device": str(device),
-                        "cuda": torch.cuda.get_device_name() if device.type == "cuda" else None},
+                        "threads": torch.get_num_threads(), "device": device},
     }
-    referee = Referee(net, manifest)
-    manifest["test"] = evaluate_originals(referee, recipe)
+    manifest["test"] = evaluate_originals(Referee(net, manifest), recipe)
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
