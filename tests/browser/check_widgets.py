@@ -26,7 +26,7 @@ from pathlib import Path
 from playwright.sync_api import Locator, Page, sync_playwright
 
 from jupyterlab import jupyterlab
-from specs import NOTEBOOKS, Interaction, Notebook, Readout, Widget, widget_calls
+from specs import NOTEBOOKS, Interaction, Notebook, Readout, Widget, missing_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
@@ -68,16 +68,16 @@ def run_all_cells(page: Page, name: str, timeout_s: float) -> float:
     start = time.monotonic()
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-    last, stalled_since = None, time.monotonic()
+    last, since = None, time.monotonic()
     while time.monotonic() - start < timeout_s:
-        prompts = page.locator(".jp-NotebookPanel .jp-CodeCell .jp-InputPrompt").all_inner_texts()
-        if all(re.fullmatch(r"\[\d+\]:", p.strip()) for p in prompts):
+        prompts = [p.strip() for p in page.locator(".jp-NotebookPanel .jp-CodeCell .jp-InputPrompt").all_inner_texts()]
+        if all(re.fullmatch(r"\[\d+\]:", p) for p in prompts):
             return time.monotonic() - start
-        idle = "Idle" in page.locator(".jp-StatusBar-Widget").first.inner_text()
-        if prompts != last or not idle:
-            last, stalled_since = prompts, time.monotonic()
-        elif time.monotonic() - stalled_since > 15:  # kernel idle, nothing moving: a cell raised
-            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        if prompts != last:
+            last, since = prompts, time.monotonic()
+        elif "[*]:" not in prompts and time.monotonic() - since > 10:  # nothing queued, not all run: a cell raised
+            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
+                                  has_text="Error")
             detail = errors.last.inner_text()[-600:] if errors.count() else "no error output"
             raise CheckFailed("cell error", f"{name}: run stopped at prompts {prompts}: {detail}")
         time.sleep(1)
@@ -222,9 +222,8 @@ def _diff(before: dict, after: dict) -> str:
 def numbered_notebooks(names: list[str] | None) -> list[Path]:
     """The numbered notebooks to check; fails for one that shows widgets but has no spec."""
     paths = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    for path in paths:
-        if widget_calls(json.loads(path.read_text())) and path.stem not in NOTEBOOKS:
-            raise CheckFailed("no spec", f"{path.name} displays widgets but tests/browser/specs.py has no entry for it")
+    if missing := missing_specs({p.stem: json.loads(p.read_text()) for p in paths}):
+        raise CheckFailed("no spec", "; ".join(missing))
     chosen = [p for p in paths if p.stem in NOTEBOOKS and (not names or p.stem in names)]
     if names and len(chosen) != len(names):
         raise CheckFailed("no spec", f"unknown or spec-less notebooks in {names}")

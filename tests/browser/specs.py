@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 __all__ = ["Expect", "Readout", "Interaction", "Widget", "Notebook", "NOTEBOOKS",
-           "changed", "unchanged", "increased", "decreased", "widget_calls"]
+           "changed", "unchanged", "increased", "decreased", "widget_calls", "missing_specs"]
 
 Values = dict[str, object]
 ACTIONS = ("press", "drag", "type", "click", "toggle")
@@ -169,3 +169,13 @@ def widget_calls(notebook: dict) -> set[str]:
     """Names of the ``itc_core.widgets`` functions a notebook (parsed .ipynb JSON) calls in its code cells."""
     code = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
     return set(re.findall(r"\bwidgets\.(\w+)\s*\(", code))
+
+
+def missing_specs(notebooks: dict[str, dict]) -> list[str]:
+    """One message per widget that a notebook (stem -> parsed .ipynb) displays without a spec in ``NOTEBOOKS``."""
+    messages = []
+    for stem, notebook in sorted(notebooks.items()):
+        specified = {w.call for w in NOTEBOOKS[stem].widgets} if stem in NOTEBOOKS else set()
+        messages += [f"{stem}.ipynb displays widgets.{call} but tests/browser/specs.py has no spec for it"
+                     for call in sorted(widget_calls(notebook) - specified)]
+    return messages
