@@ -2,7 +2,8 @@
 
 The server runs from the project's environment on 127.0.0.1, on a free port, without a token, with
 temporary Jupyter config, runtime, settings and workspace folders (nothing from the user's own Jupyter
-setup leaks in, nothing is written to it), news and update checks off, and every notebook cell kept in
+setup leaks in, nothing is written to it), news and update checks off, the notebook's own kernel started
+without asking, and every notebook cell kept in
 the page (no windowing) so that the check can read any output. It is stopped by its PID.
 Standard library only: this module runs in the small browser environment (.venv-browser).
 """
