@@ -56,7 +56,7 @@ def copy_notebook(source: Path, target_dir: Path, spec: Notebook, output_dir: Pa
 
 def open_notebook(page: Page, url: str, name: str, code_cells: int, timeout_s: float) -> None:
     """Open a notebook and wait until all its code cells are on the page and its kernel is idle."""
-    page.goto(f"{url}/lab/tree/{name}.ipynb")
+    page.goto(f"{url}/lab/tree/{name}.ipynb?reset")  # reset: a fresh workspace, not the previous notebook's tab
     page.wait_for_function(
         """n => document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell').length === n
                && /\\|\\s*Idle/.test(document.querySelector('.jp-StatusBar-Widget')?.innerText || '')""",
@@ -148,17 +148,18 @@ def act(page: Page, control: Locator, interaction: Interaction) -> None:
 
 
 def settle(widget: Locator, spec: Widget, interaction: Interaction, before: dict, timeout_s: float) -> dict:
-    """Read the readouts until every expectation of the interaction holds; fail with before/after if they never do."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+    """Read the readouts until every expectation of the interaction holds and stays; fail with before/after if not."""
+    deadline, after, failed = time.monotonic() + timeout_s, {}, []
+    while time.monotonic() < deadline:
         after = read(widget, spec.readouts)
         failed = [e.text for e in interaction.expect if not _holds(e, before, after)]
         if not failed:
-            return after
-        if time.monotonic() > deadline:
-            raise CheckFailed("no response", f"widgets.{spec.call}: {interaction.action} {interaction.value!r} on "
-                              f"{interaction.control!r}: not {failed}; before {before}, after {after}")
+            time.sleep(1)  # and still so a moment later: the widget has settled, not passed through
+            if read(widget, spec.readouts) == after:
+                return after
         time.sleep(0.5)
+    raise CheckFailed("no response", f"widgets.{spec.call}: {interaction.action} {interaction.value!r} on "
+                      f"{interaction.control!r}: not {failed or 'settled'}; before {before}, after {after}")
 
 
 def _holds(expect, before, after) -> bool:

@@ -1,10 +1,10 @@
 """Start and stop a private JupyterLab for the browser check.
 
 The server runs from the project's environment on 127.0.0.1, on a free port, without a token, with
-temporary Jupyter config, runtime, settings and workspace folders (nothing from the user's own Jupyter
+temporary Jupyter config, data, runtime, settings and workspace folders (nothing from the user's own Jupyter
 setup leaks in, nothing is written to it), news and update checks off, the notebook's own kernel started
-without asking, and every notebook cell kept in
-the page (no windowing) so that the check can read any output. It is stopped by its PID.
+without asking, and every cell kept in the page (no windowing) so that the check can read any output.
+It is stopped by its PID.
 Standard library only: this module runs in the small browser environment (.venv-browser).
 """
 
@@ -44,7 +44,7 @@ def free_port() -> int:
 
 def _write_config(base: Path, widgets: bool) -> dict[str, str]:
     """Create the temporary Jupyter folders and settings; returns the environment variables naming them."""
-    dirs = {name: base / name for name in ("config", "runtime", "settings", "workspaces")}
+    dirs = {name: base / name for name in ("config", "data", "runtime", "settings", "workspaces")}
     for d in dirs.values():
         d.mkdir(parents=True)
     for name, values in SETTINGS.items():
@@ -55,7 +55,8 @@ def _write_config(base: Path, widgets: bool) -> dict[str, str]:
         (dirs["config"] / "labconfig").mkdir()
         (dirs["config"] / "labconfig" / "page_config.json").write_text(
             json.dumps({"disabledExtensions": {WIDGET_EXTENSION: True}}))
-    return {"JUPYTER_CONFIG_DIR": str(dirs["config"]), "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
+    return {"JUPYTER_CONFIG_DIR": str(dirs["config"]), "JUPYTER_DATA_DIR": str(dirs["data"]),
+            "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
             "JUPYTERLAB_SETTINGS_DIR": str(dirs["settings"]), "JUPYTERLAB_WORKSPACES_DIR": str(dirs["workspaces"])}
 
 
