@@ -66,3 +66,13 @@ def test_ci_and_readme_run_the_browser_check():
     assert "make test-browser" in (ROOT / ".ci" / "run").read_text()
     assert "\ntest-browser:" in (ROOT / "Makefile").read_text()
     assert "make test-browser" in (ROOT / "README.md").read_text()
+
+
+def test_a_spec_must_check_something_and_read_one_kind_of_value():
+    from tests.browser.specs import Interaction, Readout, changed
+    with pytest.raises(ValueError, match="checks nothing"):
+        Interaction("textarea", "type", "a caption")
+    with pytest.raises(ValueError, match="unknown action"):
+        Interaction("textarea", "shake", None, (changed("bits"),))
+    with pytest.raises(ValueError, match="exactly one"):
+        Readout("bits", pattern=r"(\d+)", image="img")

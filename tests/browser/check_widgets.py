@@ -124,7 +124,7 @@ def _number(text: str) -> int | float:
 
 
 def act(page: Page, control: Locator, interaction: Interaction) -> None:
-    """Do what a person would: press keys, drag a slider handle, type and leave the field, click."""
+    """Do what a person would: press keys, drag a slider handle, type and leave the field, pick, click."""
     action, value = interaction.action, interaction.value
     if action == "press":
         for key in value:
@@ -142,6 +142,8 @@ def act(page: Page, control: Locator, interaction: Interaction) -> None:
         control.press("ControlOrMeta+a")
         control.press_sequentially(value, delay=5)
         control.blur()
+    elif action == "select":
+        control.select_option(label=value)
     else:  # click, toggle
         control.click()
     control.evaluate("e => e.closest('.lm-Widget').dataset.itcExercised = '1'")  # the control's own view

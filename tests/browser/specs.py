@@ -16,8 +16,9 @@ How to add a notebook's widgets:
    SHA-256 of an image's bytes.
 4. ``Interaction(control, action, value, expect)``: ``control`` is a Playwright selector inside the widget,
    ``action`` one of ``press`` (keys, e.g. ``("ArrowRight",)``), ``drag`` (a slider handle to a fraction of
-   its track), ``type`` (replace the text, then leave the field), ``click`` or ``toggle``. After it, every
-   readout is read again until all ``expect`` checks hold (or the check fails, printing before and after).
+   its track), ``type`` (replace the text, then leave the field), ``select`` (a dropdown option by its
+   label), ``click`` (a button) or ``toggle`` (a checkbox). After it, every readout is read again until
+   all ``expect`` checks hold and stay (or the check fails, printing the values before and after).
    Use ``changed``, ``unchanged``, ``increased``, ``decreased`` or ``Expect(text, function(before, after))``.
 
 The module is plain data and functions (standard library only): both the project's environment
@@ -34,7 +35,7 @@ __all__ = ["Expect", "Readout", "Interaction", "Widget", "Notebook", "NOTEBOOKS"
            "changed", "unchanged", "increased", "decreased", "widget_calls", "missing_specs"]
 
 Values = dict[str, object]
-ACTIONS = ("press", "drag", "type", "click", "toggle")
+ACTIONS = ("press", "drag", "type", "select", "click", "toggle")
 
 
 @dataclass(frozen=True)
