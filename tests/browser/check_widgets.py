@@ -23,9 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Locator, Page, sync_playwright
 
-from jupyterlab import jupyterlab
+from jupyterlab import ServerError, jupyterlab
 from specs import NOTEBOOKS, Interaction, Notebook, Readout, Widget, missing_specs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -292,13 +293,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(f"browser check FAILED ({time.monotonic() - start:.0f} s): {failure}", file=sys.stderr)
         return 1
+    except (ServerError, PlaywrightError) as error:  # the set-up broke (screenshots in shots/ if a page was open)
+        print(f"browser check FAILED ({time.monotonic() - start:.0f} s): {str(error).splitlines()[0]}",
+              file=sys.stderr)
+        return 1
     if args.negative_control:
         print("negative control FAILED: the check passed with the widget extension disabled", file=sys.stderr)
         return 1
     (shots / "report.json").write_text(json.dumps(report, indent=2))
-    print(f"browser check passed in {time.monotonic() - start:.0f} s: {sum(len(w['interactions']) for e in report for w in e['widgets'])} "
-          f"interactions on {sum(len(e['widgets']) for e in report)} widgets in {len(report)} notebooks; "
-          f"screenshots and report.json in {shots}")
+    widgets = [w for entry in report for w in entry["widgets"]]
+    print(f"browser check passed in {time.monotonic() - start:.0f} s: {sum(len(w['interactions']) for w in widgets)} "
+          f"interactions on {len(widgets)} widgets in {len(report)} notebooks; screenshots and report.json in {shots}")
     return 0
 
 
