@@ -8,12 +8,18 @@ STAMP  := $(VENV)/.installed
 PRESET ?= tiny
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export HF_HUB_OFFLINE ?= 1
+# The browser check runs Playwright from its own small environment and drives Debian's Chromium.
+BROWSER_VENV  := .venv-browser
+BROWSER_STAMP := $(BROWSER_VENV)/.installed
+CHROMIUM ?= /usr/lib/chromium/chromium
+CHECK_WIDGETS := $(BROWSER_VENV)/bin/python tests/browser/check_widgets.py --jupyter $(VENV)/bin/jupyter --chromium $(CHROMIUM)
 
-.PHONY: help env demo test lab lock bench clean
+.PHONY: help env demo test test-browser lab lock bench clean
 
 help:
 	@echo "make demo   run the notebooks on the $(PRESET) preset into outputs/ (creates .venv if missing)"
 	@echo "make test   run the offline test suite (creates .venv if missing)"
+	@echo "make test-browser  drive every notebook widget in JupyterLab in headless Chromium (screenshots in outputs/browser/)"
 	@echo "make lab    open JupyterLab on notebooks/ with the project's kernel"
 	@echo "make bench  print the LIC round-trip benchmark"
 
@@ -37,6 +43,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+$(BROWSER_STAMP): tests/browser/requirements.txt
+	@test -x $(BROWSER_VENV)/bin/python || $(PYTHON) -m venv $(BROWSER_VENV)
+	$(BROWSER_VENV)/bin/python -m pip install --quiet -r tests/browser/requirements.txt
+	@touch $(BROWSER_STAMP)
+
+# The check, then its negative control (widget extension disabled: the check must fail).
+test-browser: $(STAMP) $(BROWSER_STAMP)
+	@tests/browser/ensure-chromium.sh $(CHROMIUM)
+	$(CHECK_WIDGETS)
+	$(CHECK_WIDGETS) --negative-control
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
