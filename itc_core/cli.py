@@ -325,6 +325,8 @@ def cmd_inspect(args) -> None:
 
 def _caption_context(args, method: str):
     """(LMM or None, context image or None) for the caption commands."""
+    if method == "lmm-ac" and not args.context_image:  # before seconds of model loading, not after
+        raise ItcError("lmm-ac needs the decoded reconstruction as --context-image (or pick --method lm-ac)")
     from .caption_codec import LM_METHODS
     from .codec import ImageTextCodec
     from .data import load_image
