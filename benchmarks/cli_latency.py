@@ -1,6 +1,6 @@
 """Start-up of each ``itc`` command, and many files coded one call per file against one batch call.
 
-    python benchmarks/cli_latency.py [--scenes 100] [--repeats 3] [--json out.json] [--skip-startup]
+    python benchmarks/cli_latency.py [--scenes 100] [--repeats 3] [--threads N] [--json out.json] [--skip-startup]
 
 Every command runs in a fresh process as ``python -m itc_core.cli`` (what the
 ``itc`` console script runs) with this checkout first on ``PYTHONPATH``.
@@ -114,7 +114,7 @@ def _timed(label: str, commands: list[list]) -> float:
     return time.perf_counter() - t0
 
 
-def batch(work: Path, n: int) -> dict:
+def batch(work: Path, n: int, threads: int | None) -> dict:
     """Encode then decode ``n`` scenes one call per file and in one batch call; check equal outputs."""
     from itc_core.tinyworld import sample, split_seeds
 
@@ -125,13 +125,14 @@ def batch(work: Path, n: int) -> dict:
     pngs = sorted(scenes.glob("*.png"))
     single, many = work / "single", work / "batch"
     single.mkdir()
-    out = {"scenes": n}
-    out["encode_single_s"] = _timed("encode", [["encode", p, "-o", single / f"{p.stem}.itc"] for p in pngs])
-    out["encode_batch_s"] = _timed("encode", [["encode", scenes, "-o", f"{many}/"]])
+    opt = ["--threads", threads] if threads else []  # the same on both sides of the comparison
+    out = {"scenes": n, "threads": threads}
+    out["encode_single_s"] = _timed("encode", [["encode", p, "-o", single / f"{p.stem}.itc", *opt] for p in pngs])
+    out["encode_batch_s"] = _timed("encode", [["encode", scenes, "-o", f"{many}/", *opt]])
     itcs = sorted(single.glob("*.itc"))
     out["encode_identical"] = all(p.read_bytes() == (many / p.name).read_bytes() for p in itcs)
-    out["decode_single_s"] = _timed("decode", [["decode", p, "-o", single / f"{p.stem}.png"] for p in itcs])
-    out["decode_batch_s"] = _timed("decode", [["decode", single, "-o", f"{many}/"]])
+    out["decode_single_s"] = _timed("decode", [["decode", p, "-o", single / f"{p.stem}.png", *opt] for p in itcs])
+    out["decode_batch_s"] = _timed("decode", [["decode", single, "-o", f"{many}/", *opt]])
     out["decode_identical"] = all((single / f"{p.stem}.png").read_bytes() == (many / f"{p.stem}.png").read_bytes()
                                   for p in itcs)
     for step in ("encode", "decode"):
@@ -148,6 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", type=int, default=100, help="scenes for the batch comparison (0: skip it)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per command for the start-up medians")
+    parser.add_argument("--threads", type=int, help="pass --threads N to every encode and decode of the batch part")
     parser.add_argument("--skip-startup", action="store_true", help="only the batch comparison")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
@@ -157,7 +159,7 @@ def main() -> None:
         if not args.skip_startup:
             result["startup"] = startup(Path(tmp), args.repeats)
         if args.scenes:
-            result["batch"] = batch(Path(tmp), args.scenes)
+            result["batch"] = batch(Path(tmp), args.scenes, args.threads)
     result["load_average_end"] = os.getloadavg()
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at end")
     if args.json:

@@ -168,9 +168,24 @@ def _encode_report(output, result, codec) -> list[str]:
     return lines
 
 
+def _set_threads(args) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def cmd_encode(args) -> int:
     from .codec import ImageTextCodec
 
+    _set_threads(args)
     if args.target_bpp is not None and args.quality is not None:
         raise ItcError("give --quality or --target-bpp, not both")
     if not _is_batch(args.images, args.output):
@@ -222,6 +237,7 @@ _LOSSLESS = (".png", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
 def cmd_decode(args) -> int:
     from .codec import ImageTextCodec  # after argparse: `itc decode --help` stays fast
 
+    _set_threads(args)
     codecs = {}
 
     def decode(path) -> tuple:
@@ -416,6 +432,10 @@ def cmd_tiny_zoo(args) -> None:
               f"-> {root / 'lmm'}")
 
 
+_THREADS_HELP = ("torch CPU threads for the models (default: torch's, all cores); entropy coding always uses one. "
+                 "The tiny preset's models are fastest with 1, above all on a busy machine")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``itc`` (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(prog="itc", description="LMM-driven semantic image-text coding.")
@@ -432,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", type=int, help="LIC rate point (default: the preset's)")
     p.add_argument("--target-bpp", type=float, help="highest quality whose file fits this many bits per pixel")
     p.add_argument("--caption", help="the caption to store (default: the preset's LMM writes one)")
+    p.add_argument("--threads", type=_positive_int, help=_THREADS_HELP)
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="rebuild the images of .itc files", description=(
@@ -441,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="image to write (.png, lossless); with several files a "
                    "directory (end it with / to decode a single file into a directory)")
     p.add_argument("--preset", help="a YAML path, for files encoded with a custom preset (default: the file's)")
+    p.add_argument("--threads", type=_positive_int, help=_THREADS_HELP)
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("inspect", help="sizes, bpp split and models of an .itc file")
