@@ -9,13 +9,14 @@ PRESET ?= tiny
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help env demo test lab lock bench clean
+.PHONY: help env demo test lab lock bench bench-cli clean
 
 help:
 	@echo "make demo   run the notebooks on the $(PRESET) preset into outputs/ (creates .venv if missing)"
 	@echo "make test   run the offline test suite (creates .venv if missing)"
 	@echo "make lab    open JupyterLab on notebooks/ with the project's kernel"
 	@echo "make bench  print the LIC round-trip benchmark"
+	@echo "make bench-cli  print the command-line start-up and batch benchmark (minutes)"
 
 env: $(STAMP)
 
@@ -43,6 +44,9 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/lic_roundtrip.py
+
+bench-cli: $(STAMP)
+	$(PY) benchmarks/cli_latency.py
 
 lock: $(STAMP)
 	@{ head -3 requirements.lock; $(PY) -m pip freeze --exclude-editable | grep -vE '^(nvidia-|cuda-|triton==)'; } > requirements.lock.new
