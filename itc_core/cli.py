@@ -58,13 +58,13 @@ def _read_bytes(path: str) -> bytes:
     return p.read_bytes()
 
 
+_GLOB_CHARS = set("*?[")
+
+
 def _is_batch(inputs: list[str], output: str) -> bool:
     """Several inputs, a directory or glob among them, or an output directory: batch mode."""
     return (len(inputs) > 1 or output.endswith(("/", os.sep)) or Path(output).is_dir()
             or any(Path(i).is_dir() or (_GLOB_CHARS & set(i) and not Path(i).exists()) for i in inputs))
-
-
-_GLOB_CHARS = set("*?[")
 
 
 def _expand(inputs: list[str], suffixes: tuple[str, ...], what: str) -> tuple[list[Path], list[str]]:
