@@ -14,7 +14,7 @@ BROWSER_STAMP := $(BROWSER_VENV)/.installed
 CHROMIUM ?= /usr/lib/chromium/chromium
 CHECK_WIDGETS := $(BROWSER_VENV)/bin/python tests/browser/check_widgets.py --jupyter $(VENV)/bin/jupyter --chromium $(CHROMIUM)
 
-.PHONY: help env demo test test-browser lab lock bench clean
+.PHONY: help env demo test test-browser lab lock bench bench-cli clean
 
 help:
 	@echo "make demo   run the notebooks on the $(PRESET) preset into outputs/ (creates .venv if missing)"
@@ -22,6 +22,7 @@ help:
 	@echo "make test-browser  drive every notebook widget in JupyterLab in headless Chromium (screenshots in outputs/browser/)"
 	@echo "make lab    open JupyterLab on notebooks/ with the project's kernel"
 	@echo "make bench  print the LIC round-trip benchmark"
+	@echo "make bench-cli  print the command-line start-up and batch benchmark (minutes)"
 
 env: $(STAMP)
 
@@ -60,6 +61,9 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/lic_roundtrip.py
+
+bench-cli: $(STAMP)
+	$(PY) benchmarks/cli_latency.py
 
 lock: $(STAMP)
 	@{ head -3 requirements.lock; $(PY) -m pip freeze --exclude-editable | grep -vE '^(nvidia-|cuda-|triton==)'; } > requirements.lock.new

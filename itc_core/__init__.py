@@ -5,6 +5,9 @@ the ``itc`` command wraps it. Modules: ``config`` (presets), ``image_codec`` (Co
 ``captioner`` (LMM captions, CSV captions), ``caption_codec`` (lossless caption coding),
 ``bitstream`` (the ``.itc`` file), ``data`` (image reading), ``metrics``, ``evaluate`` (dataset runs),
 ``tinyworld`` (scenes, the referee, recipes), ``viz`` and ``widgets`` (notebooks), ``cli``.
+
+Importing the package loads no stage (no torch, no CompressAI): import the module you
+use. The ``itc`` command's start-up relies on it (``tests/test_cli_batch.py`` checks).
 """
 
 __version__ = "0.1.0"

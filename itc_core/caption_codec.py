@@ -36,15 +36,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .caption_methods import LM_METHODS, METHOD_CODES, METHODS
 from .determinism import one_thread
 from .errors import ItcError
 
 __all__ = ["METHODS", "METHOD_CODES", "LM_METHODS", "CaptionPayload", "CaptionCodingError", "NextTokenModel",
            "compress_caption", "decompress_caption", "compare_methods", "MAX_CAPTION_CHARS"]
 
-METHODS = ("utf8", "zlib", "lzma", "rank-zlib", "lm-ac", "lmm-ac")
-METHOD_CODES = {name: code for code, name in enumerate(METHODS, start=1)}  # stored in the .itc header (4 bits)
-LM_METHODS = ("rank-zlib", "lm-ac", "lmm-ac")
 MAX_CAPTION_CHARS = 20_000
 BLANK_GRAY = 128  # the context of the text-only methods: a uniform mid-gray image
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]

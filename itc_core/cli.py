@@ -3,6 +3,16 @@
 Errors a user can fix (bad file, unknown preset, wrong weights) print one
 line ``itc: error: …`` on stderr and exit with status 2; ``--json`` prints one
 JSON object on stdout.
+
+``encode`` and ``decode`` take many inputs (files, directories, glob patterns)
+into an output directory: the models load once, each output is written
+atomically, a failed input prints ``itc: error: FILE: …`` while the others go
+on, and the exit status is 2 if any failed.
+
+Start-up matters (a user may call ``itc`` once per file): every stage is
+imported inside the command that needs it, so ``itc --help`` and
+``itc inspect --sizes`` import neither torch nor CompressAI, and the caption
+commands never import CompressAI.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import ItcError
+from .errors import ItcError, WeightsError
 
 __all__ = ["main"]
 
@@ -23,8 +33,22 @@ def _write_bytes(path: Path, data: bytes) -> None:
     """Write through a temporary file so an interrupted run never leaves a half-written output."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _save_image(image, path: Path) -> None:
+    """Save a PIL image atomically (lossless WebP when the suffix asks for WebP)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".part" + path.suffix)  # keeps the suffix: PIL picks the format from it
+    try:
+        image.save(tmp, lossless=True) if path.suffix.lower() == ".webp" else image.save(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _read_bytes(path: str) -> bytes:
@@ -34,51 +58,262 @@ def _read_bytes(path: str) -> bytes:
     return p.read_bytes()
 
 
-def cmd_encode(args) -> None:
+_GLOB_CHARS = set("*?[")
+
+
+def _is_batch(inputs: list[str], output: str) -> bool:
+    """Several inputs, a directory or glob among them, or an output directory: batch mode."""
+    return (len(inputs) > 1 or output.endswith(("/", os.sep)) or Path(output).is_dir()
+            or any(Path(i).is_dir() or (_GLOB_CHARS & set(i) and not Path(i).exists()) for i in inputs))
+
+
+def _expand(inputs: list[str], suffixes: tuple[str, ...], what: str) -> tuple[list[Path], list[str]]:
+    """The files ``inputs`` name (files as given, a directory's ``suffixes`` files, glob patterns expanded),
+    without repeats, and one error message per input that names none."""
+    import glob
+
+    files, errors = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                errors.append(f"{item}: no {what} in this directory ({', '.join(suffixes)})")
+        elif _GLOB_CHARS & set(item) and not path.exists():
+            found = [Path(p) for p in sorted(glob.glob(item)) if Path(p).is_file()]
+            if not found:
+                errors.append(f"{item}: no file matches this pattern")
+        elif path.is_file():
+            found = [path]
+        else:
+            found = []
+            errors.append(f"{item}: no such file")
+        files += found
+    seen, unique = set(), []
+    for p in files:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique, errors
+
+
+def _plan(files: list[Path], out_dir: Path, suffix: str) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """(input, output) pairs, ``out_dir/<stem><suffix>``; an input whose output another input already takes is an error."""
+    taken, pairs, errors = {}, [], []
+    for path in files:
+        out = out_dir / (path.stem + suffix)
+        if out in taken:
+            errors.append(f"{path}: its output {out} comes from {taken[out]} already in this run; "
+                          "code one of them in another call")
+        else:
+            taken[out] = path
+            pairs.append((path, out))
+    return pairs, errors
+
+
+def _error_line(path: Path, err: Exception) -> str:
+    message = str(err)
+    return f"itc: error: {message}" if message.startswith(f"{path}:") else f"itc: error: {path}: {message}"
+
+
+def _run_batch(inputs: list[str], output: str, suffixes: tuple[str, ...], what: str, out_suffix: str,
+               code_one, verb: str) -> int:
+    """Code every file ``inputs`` name into the directory ``output``; one error line per failed input.
+
+    ``code_one(path, out)`` codes one file and returns ``(bytes of the .itc file, bits per pixel)``.
+    Errors a user can fix about one input (:class:`ItcError`, ``OSError``) are reported and the batch goes
+    on; missing model weights (:class:`WeightsError`) concern every input and stop it. Returns 2 if any
+    input failed, else 0.
+    """
+    from tqdm.auto import tqdm
+
+    out_dir = Path(output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ItcError(f"{output}: several inputs need an output directory, and this is a file")
+    files, errors = _expand(inputs, suffixes, what)
+    pairs, collisions = _plan(files, out_dir, out_suffix)
+    for message in errors + collisions:
+        print(f"itc: error: {message}", file=sys.stderr)
+    failed, sizes, bpps = len(errors) + len(collisions), [], []
+    for path, out in tqdm(pairs, desc=f"itc {verb}", unit="file", disable=None):
+        try:
+            size, bpp = code_one(path, out)
+        except WeightsError:
+            raise
+        except (ItcError, OSError) as err:
+            tqdm.write(_error_line(path, err), file=sys.stderr)
+            failed += 1
+            continue
+        sizes.append(size)
+        bpps.append(bpp)
+    mean = f", mean {sum(bpps) / len(bpps):.4f} bpp" if bpps else ""
+    print(f"{verb}d {len(sizes)} of {len(sizes) + failed} files into {out_dir}: {sum(sizes)} bytes of .itc{mean}"
+          + (f"; {failed} failed" if failed else ""))
+    return 2 if failed else 0
+
+
+def _encode(codec, image, args):
+    """``codec``'s encoding of ``image`` with the rate options of ``args`` (``--quality`` or ``--target-bpp``)."""
+    if args.target_bpp is not None:
+        return codec.encode_at_bpp(image, args.target_bpp, args.caption)
+    return codec.encode(image, args.quality, args.caption)
+
+
+def _encode_report(output, result, codec) -> list[str]:
+    p = result.payload
+    lines = [f"{output}: {len(result.data)} bytes, {result.bpp:.4f} bpp "
+             f"({p.width}x{p.height}, preset {codec.config.name}, quality {result.quality})"]
+    if result.caption is not None:
+        lines.append(f"caption ({result.caption_payload.method}, {result.caption_payload.bits} bits): {result.caption}")
+    return lines
+
+
+def _set_threads(args) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def cmd_encode(args) -> int:
+    from .codec import ImageTextCodec
+
+    _set_threads(args)
+    if args.target_bpp is not None and args.quality is not None:
+        raise ItcError("give --quality or --target-bpp, not both")
+    if not _is_batch(args.images, args.output):
+        return _encode_single(args)
+    codec = ImageTextCodec.from_preset(args.preset)
+    if args.quality is not None:
+        codec.image_codec(args.quality)  # an unknown quality is one error, not one per file
+
+    def code_one(path: Path, out: Path) -> tuple[int, float]:
+        from tqdm.auto import tqdm
+
+        from .data import load_image
+
+        image, notes = load_image(path)
+        result = _encode(codec, image, args)
+        _write_bytes(out, result.data)
+        for note in notes:
+            tqdm.write(f"itc: note: {path}: {note}", file=sys.stderr)
+        tqdm.write("\n".join(_encode_report(out, result, codec)))
+        return len(result.data), result.bpp
+
+    return _run_batch(args.images, args.output, _image_suffixes(), "images", ".itc", code_one, "encode")
+
+
+def _image_suffixes() -> tuple[str, ...]:
+    """File suffixes PIL can read (what a directory given to ``itc encode`` contributes)."""
+    from PIL import Image
+
+    return tuple(sorted(s for s, fmt in Image.registered_extensions().items() if fmt in Image.OPEN))
+
+
+def _encode_single(args) -> int:
     from .codec import ImageTextCodec
     from .data import load_image
 
-    image, notes = load_image(args.image)
+    image, notes = load_image(args.images[0])
     codec = ImageTextCodec.from_preset(args.preset)
-    if args.target_bpp is not None:
-        if args.quality is not None:
-            raise ItcError("give --quality or --target-bpp, not both")
-        result = codec.encode_at_bpp(image, args.target_bpp, args.caption)
-    else:
-        result = codec.encode(image, args.quality, args.caption)
+    result = _encode(codec, image, args)
     _write_bytes(Path(args.output), result.data)
     for note in notes:
         print(f"itc: note: {note}", file=sys.stderr)
-    p = result.payload
-    print(f"{args.output}: {len(result.data)} bytes, {result.bpp:.4f} bpp "
-          f"({p.width}x{p.height}, preset {codec.config.name}, quality {result.quality})")
+    print("\n".join(_encode_report(args.output, result, codec)))
+    return 0
+
+
+_LOSSLESS = (".png", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
+
+
+def cmd_decode(args) -> int:
+    from .codec import ImageTextCodec  # after argparse: `itc decode --help` stays fast
+
+    _set_threads(args)
+    codecs = {}
+
+    def decode(path) -> tuple:
+        """(DecodeResult, file size) of one .itc file; the codec of each preset is loaded once."""
+        from . import bitstream
+
+        data = _read_bytes(path)
+        preset = args.preset or bitstream.unpack(data).preset
+        if preset == "custom":
+            raise ItcError(f"{path} was encoded with a custom preset YAML: pass it with --preset PATH")
+        if preset not in codecs:
+            codecs[preset] = ImageTextCodec.from_preset(preset)
+        return codecs[preset].decode(data), len(data)
+
+    if not _is_batch(args.files, args.output):
+        out = Path(args.output)
+        if out.suffix.lower() not in _LOSSLESS:
+            raise ItcError(f"{out}: write a lossless image (.png, .bmp, .tif, .ppm, .webp), not {out.suffix or 'no suffix'}")
+        result, _ = decode(args.files[0])
+        _save_image(result.image, out)
+        print("\n".join(_decode_report(out, result)))
+        return 0
+    if args.preset:
+        codecs[args.preset] = ImageTextCodec.from_preset(args.preset)  # a bad --preset is one error, not one per file
+
+    def code_one(path: Path, out: Path) -> tuple[int, float]:
+        from tqdm.auto import tqdm
+
+        result, size = decode(path)
+        _save_image(result.image, out)
+        tqdm.write("\n".join(_decode_report(out, result)))
+        return size, 8 * size / (result.file.width * result.file.height)
+
+    return _run_batch(args.files, args.output, (".itc",), ".itc files", ".png", code_one, "decode")
+
+
+def _decode_report(out, result) -> list[str]:
+    lines = [f"{out}: {result.file.width}x{result.file.height}"]
     if result.caption is not None:
-        c = result.caption_payload
-        print(f"caption ({c.method}, {c.bits} bits): {result.caption}")
+        lines.append(f"caption: {result.caption}")
+    return lines
 
 
-def cmd_decode(args) -> None:
+def file_sizes(data: bytes) -> dict:
+    """Header and section sizes of ``.itc`` bytes, read without any model (no torch, no CompressAI).
+
+    Keys: ``width``, ``height``, ``preset``, ``quality``, ``text_method`` (None without a caption),
+    ``bytes_total``, ``bpp_total`` and ``sections`` (name -> bytes, framing included; they add up to
+    ``bytes_total``).
+    """
     from . import bitstream
-    from .codec import ImageTextCodec
+    from .caption_methods import METHOD_CODES
 
-    out = Path(args.output)
-    if out.suffix.lower() not in (".png", ".bmp", ".tif", ".tiff", ".ppm", ".webp"):
-        raise ItcError(f"{out}: write a lossless image (.png, .bmp, .tif, .ppm, .webp), not {out.suffix or 'no suffix'}")
-    data = _read_bytes(args.file)
-    preset = args.preset or bitstream.unpack(data).preset
-    if preset == "custom":
-        raise ItcError(f"{args.file} was encoded with a custom preset YAML: pass it with --preset PATH")
-    result = ImageTextCodec.from_preset(preset).decode(data)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".part" + out.suffix)
-    result.image.save(tmp, lossless=True) if out.suffix.lower() == ".webp" else result.image.save(tmp)
-    tmp.replace(out)
-    print(f"{out}: {result.file.width}x{result.file.height}")
-    if result.caption is not None:
-        print(f"caption: {result.caption}")
+    f = bitstream.unpack(data)
+    names = {code: name for name, code in METHOD_CODES.items()}
+    method = names.get(f.text_method, f"code {f.text_method}") if f.text_method else None
+    return {"width": f.width, "height": f.height, "preset": f.preset, "quality": f.quality, "text_method": method,
+            "bytes_total": len(data), "bpp_total": 8 * len(data) / (f.width * f.height),
+            "sections": dict(f.section_bytes)}
+
+
+def _inspect_sizes(args) -> None:
+    info = file_sizes(_read_bytes(args.file))
+    if args.json:
+        print(json.dumps(info))
+        return
+    print(f"{args.file}: {info['width']}x{info['height']}, preset {info['preset']}, LIC quality {info['quality']}, "
+          f"caption {info['text_method'] or 'none'}")
+    print(f"  total    {info['bytes_total']:6d} bytes  {info['bpp_total']:.4f} bpp")
+    for name, size in info["sections"].items():
+        print(f"  {name:8s} {size:6d} bytes")
 
 
 def cmd_inspect(args) -> None:
+    if args.sizes:
+        return _inspect_sizes(args)
     from . import bitstream
     from .codec import ImageTextCodec, describe
 
@@ -106,6 +341,8 @@ def cmd_inspect(args) -> None:
 
 def _caption_context(args, method: str):
     """(LMM or None, context image or None) for the caption commands."""
+    if method == "lmm-ac" and not args.context_image:  # before seconds of model loading, not after
+        raise ItcError("lmm-ac needs the decoded reconstruction as --context-image (or pick --method lm-ac)")
     from .caption_codec import LM_METHODS
     from .codec import ImageTextCodec
     from .data import load_image
@@ -223,24 +460,37 @@ def cmd_finetune(args) -> None:
               f"{result['psnr_db']:.2f} dB -> {Path(cfg.out_dir) / 'final.safetensors'}")
 
 
+_THREADS_HELP = ("torch CPU threads for the models (default: torch's, all cores); entropy coding always uses one. "
+                 "The tiny preset's models are fastest with 1, above all on a busy machine")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``itc`` (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(prog="itc", description="LMM-driven semantic image-text coding.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("encode", help="code an image into an .itc file")
-    p.add_argument("image", help="PNG/JPEG/... of any size and mode")
-    p.add_argument("-o", "--output", required=True, help="the .itc file to write")
+    p = sub.add_parser("encode", help="code images into .itc files", description=(
+        "Code one image into FILE.itc, or many (files, directories, glob patterns) into a directory, "
+        "DIR/<name>.itc each, loading the models once."))
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG/... of any size and mode, a directory "
+                   "of them, or a glob pattern")
+    p.add_argument("-o", "--output", required=True, help="the .itc file to write; with several images a directory "
+                   "(end it with / to code a single image into a directory)")
     p.add_argument("--preset", default="tiny", help="tiny (default), laptop, paper or a YAML path")
     p.add_argument("--quality", type=int, help="LIC rate point (default: the preset's)")
     p.add_argument("--target-bpp", type=float, help="highest quality whose file fits this many bits per pixel")
     p.add_argument("--caption", help="the caption to store (default: the preset's LMM writes one)")
+    p.add_argument("--threads", type=_positive_int, help=_THREADS_HELP)
     p.set_defaults(func=cmd_encode)
 
-    p = sub.add_parser("decode", help="rebuild the image of an .itc file")
-    p.add_argument("file")
-    p.add_argument("-o", "--output", required=True, help="image to write (.png)")
+    p = sub.add_parser("decode", help="rebuild the images of .itc files", description=(
+        "Decode one .itc file into an image, or many (files, directories, glob patterns) into a directory, "
+        "DIR/<name>.png each, loading the models once."))
+    p.add_argument("files", nargs="+", metavar="FILE", help=".itc file, a directory of them, or a glob pattern")
+    p.add_argument("-o", "--output", required=True, help="image to write (.png, lossless); with several files a "
+                   "directory (end it with / to decode a single file into a directory)")
     p.add_argument("--preset", help="a YAML path, for files encoded with a custom preset (default: the file's)")
+    p.add_argument("--threads", type=_positive_int, help=_THREADS_HELP)
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("inspect", help="sizes, bpp split and models of an .itc file")
@@ -248,11 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--preset", help="a YAML path, for files encoded with a custom preset (default: the file's)")
     p.add_argument("--no-caption", action="store_true", help="do not load the LMM to decode the caption")
+    p.add_argument("--sizes", action="store_true", help="only the header and section sizes: no model is loaded")
     p.set_defaults(func=cmd_inspect)
 
     caption = sub.add_parser("caption", help="code a caption on its own").add_subparsers(dest="caption_command",
                                                                                         required=True)
-    from .caption_codec import METHODS
+    from .caption_methods import METHODS
     for name, func in (("compress", cmd_caption_compress), ("decompress", cmd_caption_decompress)):
         p = caption.add_parser(name, help=f"{name} a caption")
         p.add_argument("text" if name == "compress" else "file")
@@ -292,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        return args.func(args) or 0
     except ItcError as err:
         print(f"itc: error: {err}", file=sys.stderr)
         return 2
@@ -302,7 +553,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("itc: interrupted", file=sys.stderr)
         return 130
-    return 0
 
 
 def main_entry() -> None:

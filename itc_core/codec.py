@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -28,7 +29,9 @@ from .caption_codec import (LM_METHODS, METHOD_CODES, METHODS, CaptionCodingErro
 from .config import PRESETS, Config, load_config
 from .data import image_to_tensor, tensor_to_image, to_rgb
 from .errors import ConfigError
-from .image_codec import ImageCodec, LicPayload
+
+if TYPE_CHECKING:  # image_codec imports CompressAI (seconds): only commands that code images pay for it
+    from .image_codec import ImageCodec, LicPayload
 
 __all__ = ["ImageTextCodec", "EncodeResult", "DecodeResult", "describe", "LMM_FINGERPRINT_BYTES"]
 
@@ -129,6 +132,7 @@ class ImageTextCodec:
         """The LIC at ``quality`` (default: the preset's), loaded on first use."""
         quality = self.config.image_codec.quality if quality is None else quality
         if quality not in self._image_codecs:
+            from .image_codec import ImageCodec
             self._image_codecs[quality] = ImageCodec.from_config(self.config.image_codec, quality)
         return self._image_codecs[quality]
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from .caption_methods import LM_METHODS, METHODS
 from .errors import ConfigError
 
 __all__ = ["ImageCodecConfig", "CaptionConfig", "Config", "PRESETS", "PRESET_DIR", "load_config", "data_dir", "resolve_path", "resolve_model"]
@@ -178,8 +179,6 @@ def load_config(name_or_path: str = "tiny") -> Config:
         raise ConfigError(f"{cfg.name}: image_codec.quality {ic.quality} not in qualities {ic.qualities}")
     if ic.metric not in ("mse", "ms-ssim"):
         raise ConfigError(f"{cfg.name}: image_codec.metric {ic.metric!r}; valid: mse, ms-ssim")
-    from .caption_codec import LM_METHODS, METHODS  # late: caption_codec imports torch and constriction
-
     cap = cfg.caption
     if cap.method not in METHODS:
         raise ConfigError(f"{cfg.name}: caption.method {cap.method!r}; valid: {', '.join(METHODS)}")

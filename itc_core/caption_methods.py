@@ -1,0 +1,12 @@
+"""The names and file codes of the caption coding methods, importable without torch.
+
+``caption_codec`` implements them; the command line (``--method`` choices,
+``itc inspect --sizes``) and the config loader only need the names, and must
+not pay torch's import time for them.
+"""
+
+__all__ = ["METHODS", "METHOD_CODES", "LM_METHODS"]
+
+METHODS = ("utf8", "zlib", "lzma", "rank-zlib", "lm-ac", "lmm-ac")
+METHOD_CODES = {name: code for code, name in enumerate(METHODS, start=1)}  # stored in the .itc header (4 bits)
+LM_METHODS = ("rank-zlib", "lm-ac", "lmm-ac")
