@@ -43,9 +43,9 @@ def cmd_encode(args) -> None:
     if args.target_bpp is not None:
         if args.quality is not None:
             raise ItcError("give --quality or --target-bpp, not both")
-        result = codec.encode_at_bpp(image, args.target_bpp, args.caption)
+        result = codec.encode_at_bpp(image, args.target_bpp, args.caption, caption_select=args.caption_select)
     else:
-        result = codec.encode(image, args.quality, args.caption)
+        result = codec.encode(image, args.quality, args.caption, caption_select=args.caption_select)
     _write_bytes(Path(args.output), result.data)
     for note in notes:
         print(f"itc: note: {note}", file=sys.stderr)
@@ -54,7 +54,8 @@ def cmd_encode(args) -> None:
           f"({p.width}x{p.height}, preset {codec.config.name}, quality {result.quality})")
     if result.caption is not None:
         c = result.caption_payload
-        print(f"caption ({c.method}, {c.bits} bits): {result.caption}")
+        source = result.caption_choice.describe() if result.caption_choice else "given"
+        print(f"caption ({c.method}, {c.bits} bits, {source}): {result.caption}")
 
 
 def cmd_decode(args) -> None:
@@ -189,7 +190,7 @@ def cmd_tiny_zoo(args) -> None:
         recipe = LmmRecipe()
         if args.steps is not None:
             recipe.steps = args.steps
-        report = train_lmm(root / "lmm", root / "clip", work / "lmm", recipe, lic_dir=root / "lic")
+        report = train_lmm(root / "lmm", root / "clip", work / "lmm", recipe, lic_dir=root / "lic", device=args.device)
         acc = report["captioning_original"]
         print(f"lmm: exact captions {acc['exact']:.3f}, shape {acc['shape']:.3f}, colour {acc['colour']:.3f} "
               f"-> {root / 'lmm'}")
@@ -207,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", type=int, help="LIC rate point (default: the preset's)")
     p.add_argument("--target-bpp", type=float, help="highest quality whose file fits this many bits per pixel")
     p.add_argument("--caption", help="the caption to store (default: the preset's LMM writes one)")
+    p.add_argument("--caption-select", choices=["greedy", "rerank", "rate-aware"],
+                   help="how the LMM's caption is chosen (default: the preset's caption.select)")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="rebuild the image of an .itc file")
@@ -241,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qualities", type=int, nargs="+", help="rate points to train (default: all)")
     p.add_argument("--steps", type=int, help="training steps per stage (default: the recipe's)")
     p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument("--device", default="cpu", help="where the lmm recipe trains: cpu (default) or cuda")
     p.add_argument("--out", help="where the models go, one folder per part (default: data/tiny)")
     p.add_argument("--workdir", default="outputs/tiny-zoo", help="checkpoints for resuming")
     p.set_defaults(func=cmd_tiny_zoo)
