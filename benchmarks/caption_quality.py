@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from itc_core.caption_codec import compress_caption
-from itc_core.captioner import caption_candidates, generation_kwargs, pick_caption
+from itc_core.captioner import generation_kwargs
 from itc_core.codec import ImageTextCodec
+from itc_core.evaluate import selection_rows, selection_summary
 from itc_core.tinyworld import caption_accuracy, sample, split_seeds
 from itc_core.tinyworld.train_lmm import generate_captions
 
@@ -49,44 +49,14 @@ def accuracy_table(codec: ImageTextCodec, n: int) -> dict:
     return table
 
 
-def selection_table(codec: ImageTextCodec, n: int, beams=(2, 4, 8), rate_aware_beams=(4, 8)) -> dict:
+def selection_table(codec: ImageTextCodec, n: int, modes) -> dict:
     """Exact accuracy and mean lmm-ac bits (lowest-rate context) of the caption each selection mode keeps."""
-    cfg = codec.config.caption
-    lm, clip, kwargs = codec.lmm, codec.clip, generation_kwargs(cfg)
-    low = min(codec.config.image_codec.qualities)
-    modes = [("greedy", 1)] + [("rerank", b) for b in beams] + [("rate-aware", b) for b in rate_aware_beams]
-    chosen = {m: [] for m in modes}
-    bits = {m: [] for m in modes}
-    pool = {m: [] for m in modes}
-    seeds = split_seeds("val", n)
     t0 = time.time()
-    for seed in tqdm(seeds, desc="selection", mininterval=5):
-        image, _ = sample(seed)
-        recon = codec.reconstruct(image, low)
-        cache: dict[str, int] = {}
-
-        def bits_of(text: str) -> int:
-            if text not in cache:
-                cache[text] = compress_caption(text, "lmm-ac", lm, recon).bits
-            return cache[text]
-        for n_beams in sorted({b for _, b in modes}):
-            texts = caption_candidates(lm, image, n_beams, **kwargs)
-            sims = clip.similarity(image, texts) if n_beams > 1 else None
-            for mode, b in modes:
-                if b != n_beams:
-                    continue
-                best = 0 if mode == "greedy" else pick_caption(texts, sims, mode, cfg.clip_margin, bits_of)[0]
-                chosen[(mode, b)].append(texts[best])
-                bits[(mode, b)].append(bits_of(texts[best]))
-                pool[(mode, b)].append(len(texts))
-    out = {}
-    for (mode, b) in modes:
-        key = mode if mode == "greedy" else f"{mode} N={b}"
-        out[key] = {**caption_accuracy(chosen[(mode, b)], seeds), "mean_lmm_ac_bits": float(np.mean(bits[(mode, b)])),
-                    "mean_candidates": float(np.mean(pool[(mode, b)]))}
-    out["_info"] = {"scenes": n, "context": f"lic_q{low}", "clip": cfg.clip, "clip_margin": cfg.clip_margin,
-                    "seconds": round(time.time() - t0, 1)}
-    return out
+    table = selection_summary(selection_rows(codec, split_seeds("val", n), modes))
+    cfg = codec.config.caption
+    table["_info"] = {"scenes": n, "context": f"lic_q{min(codec.config.image_codec.qualities)}", "clip": cfg.clip,
+                      "clip_margin": cfg.clip_margin, "seconds": round(time.time() - t0, 1)}
+    return table
 
 
 def _print_accuracy(table: dict, n: int) -> None:
@@ -104,7 +74,7 @@ def _print_selection(table: dict) -> None:
     for key, r in table.items():
         if key != "_info":
             print(f"{key:>16} {100 * r['exact']:6.1f}% {100 * r['shape']:6.1f}% {100 * r['colour']:6.1f}% "
-                  f"{100 * r['size']:6.1f}% {r['mean_lmm_ac_bits']:7.1f} {r['mean_candidates']:6.2f}")
+                  f"{100 * r['size']:6.1f}% {r['mean_bits']:7.1f} {r['mean_candidates']:6.2f}")
 
 
 def main() -> None:
@@ -123,7 +93,8 @@ def main() -> None:
         results["accuracy"] = accuracy_table(codec, args.scenes)
         _print_accuracy(results["accuracy"], args.scenes)
     if args.select_scenes:
-        results["selection"] = selection_table(codec, args.select_scenes, args.beams, args.rate_aware_beams)
+        modes = [("greedy", 1)] + [("rerank", b) for b in args.beams] + [("rate-aware", b) for b in args.rate_aware_beams]
+        results["selection"] = selection_table(codec, args.select_scenes, modes)
         _print_selection(results["selection"])
     if args.json:
         json.dump(results, open(args.json, "w"), indent=2)

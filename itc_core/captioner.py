@@ -29,14 +29,12 @@ from PIL import Image
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from .caption_codec import LM_METHODS, NextTokenModel, compress_caption
-from .config import CaptionConfig, resolve_model
+from .config import SELECT_MODES, CaptionConfig, resolve_model
 from .errors import ConfigError, ItcError, WeightsError
 
 __all__ = ["load_lmm", "caption_image", "build_prompt", "CsvCaptions", "SELECT_MODES", "generation_kwargs",
            "NoAdjacentRepeat", "guard_processors",
            "caption_candidates", "ClipScorer", "load_clip", "CaptionChoice", "pick_caption", "select_caption"]
-
-SELECT_MODES = ("greedy", "rerank", "rate-aware")
 
 
 def build_prompt(processor, cfg: CaptionConfig) -> str:

@@ -201,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="itc", description="LMM-driven semantic image-text coding.")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from .config import SELECT_MODES
     p = sub.add_parser("encode", help="code an image into an .itc file")
     p.add_argument("image", help="PNG/JPEG/... of any size and mode")
     p.add_argument("-o", "--output", required=True, help="the .itc file to write")
@@ -208,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", type=int, help="LIC rate point (default: the preset's)")
     p.add_argument("--target-bpp", type=float, help="highest quality whose file fits this many bits per pixel")
     p.add_argument("--caption", help="the caption to store (default: the preset's LMM writes one)")
-    p.add_argument("--caption-select", choices=["greedy", "rerank", "rate-aware"],
+    p.add_argument("--caption-select", choices=SELECT_MODES,
                    help="how the LMM's caption is chosen (default: the preset's caption.select)")
     p.set_defaults(func=cmd_encode)
 

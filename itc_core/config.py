@@ -20,10 +20,11 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["ImageCodecConfig", "CaptionConfig", "Config", "PRESETS", "PRESET_DIR", "load_config", "data_dir", "resolve_path", "resolve_model"]
+__all__ = ["ImageCodecConfig", "CaptionConfig", "Config", "PRESETS", "PRESET_DIR", "SELECT_MODES", "load_config", "data_dir", "resolve_path", "resolve_model"]
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PRESETS = ("tiny", "laptop", "paper")
+SELECT_MODES = ("greedy", "rerank", "rate-aware")  # caption.select: which caption the encoder codes (captioner.py)
 
 
 @dataclass
@@ -194,8 +195,6 @@ def load_config(name_or_path: str = "tiny") -> Config:
 
 def _check_selection(name: str, cap: CaptionConfig) -> None:
     """Validate the caption-generation guard and the selection keys of ``cap``."""
-    from .captioner import SELECT_MODES  # late: captioner imports torch
-
     if cap.select not in SELECT_MODES:
         raise ConfigError(f"{name}: caption.select {cap.select!r}; valid: {', '.join(SELECT_MODES)}")
     if cap.select != "greedy" and not cap.clip:
