@@ -6,7 +6,10 @@
    guard) of held-out val scenes: the originals, and the LIC reconstruction at
    every rate point (real compress/decompress round trips), judged against the
    scene's true caption (exact match and per attribute, ``caption_accuracy``).
-2. Selection: for each mode of ``caption.select`` and each number of beam
+2. CLIP check: how often the preset's CLIP prefers a scene's true caption to
+   every variant with one object's shape (colour, size) changed, the ceiling
+   of ``rerank`` when candidates differ in that attribute.
+3. Selection: for each mode of ``caption.select`` and each number of beam
    candidates N, the exact accuracy of the caption the encoder would code and
    its mean real ``lmm-ac`` bits given the reconstruction at the lowest rate.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -27,7 +31,8 @@ from tqdm.auto import tqdm
 from itc_core.captioner import generation_kwargs
 from itc_core.codec import ImageTextCodec
 from itc_core.evaluate import selection_rows, selection_summary
-from itc_core.tinyworld import caption_accuracy, sample, split_seeds
+from itc_core.tinyworld import (COLOURS, SHAPES, SIZES, caption, caption_accuracy, generate_scene, render, sample,
+                                split_seeds)
 from itc_core.tinyworld.train_lmm import generate_captions
 
 ATTRIBUTES = ("exact", "shape", "colour", "size", "position", "count", "background", "pattern")
@@ -59,6 +64,23 @@ def selection_table(codec: ImageTextCodec, n: int, modes) -> dict:
     return table
 
 
+def clip_discrimination(codec: ImageTextCodec, n: int) -> dict:
+    """How often the preset's CLIP ranks a val original's true caption above every one-attribute variant of it
+    (one object's shape, colour or size changed): the ceiling of ``rerank`` when the LMM's candidates differ so."""
+    clip = codec.clip
+    wins = {"shape": [], "colour": [], "size": []}
+    values = {"shape": SHAPES, "colour": tuple(COLOURS), "size": tuple(SIZES)}
+    for seed in tqdm(split_seeds("val", n), desc="CLIP", mininterval=5):
+        scene = generate_scene(seed)
+        image = render(scene, seed=seed)
+        for attr, options in values.items():
+            variants = [caption(replace(scene, objects=scene.objects[:i] + (replace(o, **{attr: v}),) + scene.objects[i + 1:]))
+                        for i, o in enumerate(scene.objects) for v in options if v != getattr(o, attr)]
+            sims = clip.similarity(image, [caption(scene)] + variants)
+            wins[attr].append(bool(sims[0] > sims[1:].max()))
+    return {attr: float(np.mean(w)) for attr, w in wins.items()}
+
+
 def _print_accuracy(table: dict, n: int) -> None:
     print(f"captioning accuracy, {n} held-out val scenes (greedy, preset guard)")
     print(f"{'image':>10} " + " ".join(f"{a:>10}" for a in ATTRIBUTES))
@@ -81,6 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", type=int, default=1000, help="val scenes for the accuracy table (0: skip)")
     parser.add_argument("--select-scenes", type=int, default=1000, help="val scenes for the selection table (0: skip)")
+    parser.add_argument("--clip-scenes", type=int, default=200, help="val scenes for the CLIP check (0: skip)")
     parser.add_argument("--beams", type=int, nargs="+", default=[2, 4, 8], help="N for rerank")
     parser.add_argument("--rate-aware-beams", type=int, nargs="+", default=[4, 8], help="N for rate-aware")
     parser.add_argument("--preset", default="tiny")
@@ -92,6 +115,10 @@ def main() -> None:
     if args.scenes:
         results["accuracy"] = accuracy_table(codec, args.scenes)
         _print_accuracy(results["accuracy"], args.scenes)
+    if args.clip_scenes:
+        results["clip_discrimination"] = clip_discrimination(codec, args.clip_scenes)
+        print(f"CLIP ranks the true caption above every one-attribute variant ({args.clip_scenes} val originals):",
+              {k: f"{100 * v:.1f}%" for k, v in results["clip_discrimination"].items()})
     if args.select_scenes:
         modes = [("greedy", 1)] + [("rerank", b) for b in args.beams] + [("rate-aware", b) for b in args.rate_aware_beams]
         results["selection"] = selection_table(codec, args.select_scenes, modes)
