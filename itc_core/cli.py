@@ -40,6 +40,8 @@ def cmd_encode(args) -> None:
 
     image, notes = load_image(args.image)
     codec = ImageTextCodec.from_preset(args.preset)
+    if args.caption is not None and args.caption_select:
+        raise ItcError("give --caption or --caption-select (which LMM caption to keep), not both")
     if args.target_bpp is not None:
         if args.quality is not None:
             raise ItcError("give --quality or --target-bpp, not both")

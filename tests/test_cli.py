@@ -132,6 +132,8 @@ def test_encode_says_how_the_caption_was_chosen(tmp_path, scene_png, capsys, sel
 def test_given_caption_is_labelled_and_bad_selection_refused(tmp_path, scene_png, capsys):
     assert main(["encode", str(scene_png), "-o", str(tmp_path / "g.itc"), "--caption", "a red star"]) == 0
     assert "caption (lmm-ac" in (out := capsys.readouterr().out) and ", given): a red star" in out
+    assert main(["encode", str(scene_png), "-o", str(tmp_path / "x.itc"), "--caption", "a", "--caption-select", "rerank"]) == 2
+    assert "not both" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main(["encode", str(scene_png), "-o", str(tmp_path / "x.itc"), "--caption-select", "best"])
     assert exit_.value.code == 2 and "invalid choice: 'best'" in capsys.readouterr().err
