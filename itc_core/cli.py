@@ -153,10 +153,10 @@ def _run_batch(inputs: list[str], output: str, suffixes: tuple[str, ...], what: 
 
 
 def _encode(codec, image, args):
-    """``codec``'s encoding of ``image`` with the rate options of ``args`` (``--quality`` or ``--target-bpp``)."""
+    """``codec``'s encoding of ``image`` with the options of ``args`` (``--quality`` or ``--target-bpp``, caption)."""
     if args.target_bpp is not None:
-        return codec.encode_at_bpp(image, args.target_bpp, args.caption)
-    return codec.encode(image, args.quality, args.caption)
+        return codec.encode_at_bpp(image, args.target_bpp, args.caption, caption_select=args.caption_select)
+    return codec.encode(image, args.quality, args.caption, caption_select=args.caption_select)
 
 
 def _encode_report(output, result, codec) -> list[str]:
@@ -164,7 +164,9 @@ def _encode_report(output, result, codec) -> list[str]:
     lines = [f"{output}: {len(result.data)} bytes, {result.bpp:.4f} bpp "
              f"({p.width}x{p.height}, preset {codec.config.name}, quality {result.quality})"]
     if result.caption is not None:
-        lines.append(f"caption ({result.caption_payload.method}, {result.caption_payload.bits} bits): {result.caption}")
+        c = result.caption_payload
+        source = result.caption_choice.describe() if result.caption_choice else "given"
+        lines.append(f"caption ({c.method}, {c.bits} bits, {source}): {result.caption}")
     return lines
 
 
@@ -188,6 +190,8 @@ def cmd_encode(args) -> int:
     _set_threads(args)
     if args.target_bpp is not None and args.quality is not None:
         raise ItcError("give --quality or --target-bpp, not both")
+    if args.caption is not None and args.caption_select:
+        raise ItcError("give --caption or --caption-select (which LMM caption to keep), not both")
     if not _is_batch(args.images, args.output):
         return _encode_single(args)
     codec = ImageTextCodec.from_preset(args.preset)
@@ -433,7 +437,9 @@ def cmd_tiny_zoo(args) -> None:
         recipe = LmmRecipe()
         if args.steps is not None:
             recipe.steps = args.steps
-        report = train_lmm(root / "lmm", root / "clip", work / "lmm", recipe, lic_dir=root / "lic")
+        report = train_lmm(root / "lmm", root / "clip", work / "lmm", recipe, lic_dir=root / "lic",
+                           device="cuda" if args.device == "auto" and torch.cuda.is_available() else
+                           (args.device if args.device in ("cpu", "cuda") else "cpu"))
         acc = report["captioning_original"]
         print(f"lmm: exact captions {acc['exact']:.3f}, shape {acc['shape']:.3f}, colour {acc['colour']:.3f} "
               f"-> {root / 'lmm'}")
@@ -469,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="itc", description="LMM-driven semantic image-text coding.")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from .config import SELECT_MODES
     p = sub.add_parser("encode", help="code images into .itc files", description=(
         "Code one image into FILE.itc, or many (files, directories, glob patterns) into a directory, "
         "DIR/<name>.itc each, loading the models once."))
@@ -481,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-bpp", type=float, help="highest quality whose file fits this many bits per pixel")
     p.add_argument("--caption", help="the caption to store (default: the preset's LMM writes one)")
     p.add_argument("--threads", type=_positive_int, help=_THREADS_HELP)
+    p.add_argument("--caption-select", choices=SELECT_MODES,
+                   help="how the LMM's caption is chosen (default: the preset's caption.select)")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="rebuild the images of .itc files", description=(

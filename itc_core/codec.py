@@ -50,6 +50,7 @@ class EncodeResult:
     caption: str | None = None
     caption_payload: CaptionPayload | None = None
     notes: list[str] = field(default_factory=list)
+    caption_choice: object | None = None  # a captioner.CaptionChoice when the LMM wrote the caption
 
     @property
     def bpp(self) -> float:
@@ -117,6 +118,7 @@ class ImageTextCodec:
         self.config = config
         self._image_codecs: dict[int, ImageCodec] = {}
         self._lmm = None
+        self._clip = None
 
     @classmethod
     def from_preset(cls, preset: str = "tiny") -> "ImageTextCodec":
@@ -144,10 +146,36 @@ class ImageTextCodec:
             self._lmm = load_lmm(self.config.caption)
         return self._lmm
 
-    def caption(self, image: Image.Image) -> str:
-        """The LMM's caption of ``image`` (the original, at the encoder)."""
-        from .captioner import caption_image
-        return caption_image(self.lmm, to_rgb(image)[0], self.config.caption.max_new_tokens)
+    @property
+    def clip(self):
+        """The preset's CLIP (``caption.clip``) that ranks caption candidates, loaded on first use."""
+        if self._clip is None:
+            from .captioner import load_clip
+            self._clip = load_clip(self.config.caption.clip)
+        return self._clip
+
+    def choose_caption(self, image: Image.Image, reconstruction: Image.Image | None = None, select: str | None = None,
+                       method: str | None = None):
+        """The LMM's caption of ``image`` (the original), chosen by ``select`` (default: the preset's
+        ``caption.select``), as a :class:`~itc_core.captioner.CaptionChoice`.
+
+        ``rate-aware`` counts bits with ``method`` (default: the preset's) given ``reconstruction``
+        (default: the reconstruction at the preset's quality).
+        """
+        from .captioner import generation_kwargs, select_caption
+
+        cfg = self.config.caption
+        select = select or cfg.select
+        method = method or cfg.method
+        image = to_rgb(image)[0]
+        if select == "rate-aware" and reconstruction is None and method == "lmm-ac":
+            reconstruction = self.reconstruct(image)
+        return select_caption(self.lmm, image, select, cfg.candidates, self.clip if select != "greedy" else None,
+                              reconstruction, method, cfg.clip_margin, **generation_kwargs(cfg))
+
+    def caption(self, image: Image.Image, select: str | None = None) -> str:
+        """The LMM's caption of ``image`` (the original, at the encoder), selected as in :meth:`choose_caption`."""
+        return self.choose_caption(image, select=select).text
 
     def _lic_round_trip(self, image: Image.Image, quality: int | None):
         lic = self.image_codec(quality)
@@ -159,26 +187,30 @@ class ImageTextCodec:
         return self._lic_round_trip(to_rgb(image)[0], quality)[2]
 
     def encode(self, image: Image.Image, quality: int | None = None, caption: str | bool | None = None,
-               method: str | None = None) -> EncodeResult:
+               method: str | None = None, caption_select: str | None = None) -> EncodeResult:
         """Code ``image`` (any PIL mode, any size) and its caption into ``.itc`` bytes.
 
         Args:
             caption: the caption to store; None: the preset's LMM writes it (if the preset has one);
                 False: store no caption.
             method: caption coding method (default: the preset's ``caption.method``).
+            caption_select: how the LMM's caption is chosen (default: the preset's ``caption.select``);
+                the decoder does not depend on it.
 
         The encoder decodes its own strings, so ``reconstruction`` is exactly what
         ``decode`` will give, and it is the context of the ``lmm-ac`` coder.
         """
         image, notes = to_rgb(image)
         lic, payload, reconstruction = self._lic_round_trip(image, quality)
+        method = method or self.config.caption.method
+        if method not in METHODS:
+            raise ConfigError(f"unknown caption method {method!r}; valid: {', '.join(METHODS)}")
+        choice = None
         if caption is None and self.config.caption.lmm:
-            caption = self.caption(image)
+            choice = self.choose_caption(image, reconstruction, caption_select, method)
+            caption = choice.text
         text_fields, caption_payload = {}, None
         if isinstance(caption, str):
-            method = method or self.config.caption.method
-            if method not in METHODS:
-                raise ConfigError(f"unknown caption method {method!r}; valid: {', '.join(METHODS)}")
             lm = self.lmm if method in LM_METHODS else None
             caption_payload = compress_caption(caption, method, lm, reconstruction)
             prefix = bytes.fromhex(lm.fingerprint)[:LMM_FINGERPRINT_BYTES] if lm else b""
@@ -189,16 +221,23 @@ class ImageTextCodec:
             lic_fingerprint=bytes.fromhex(lic.fingerprint)[:bitstream.FINGERPRINT_BYTES],
             image_strings=payload.strings, **text_fields)
         return EncodeResult(bitstream.pack(f), reconstruction, payload, lic.quality,
-                            caption if isinstance(caption, str) else None, caption_payload, notes)
+                            caption if isinstance(caption, str) else None, caption_payload, notes, choice)
 
-    def encode_at_bpp(self, image: Image.Image, target_bpp: float, caption: str | bool | None = None) -> EncodeResult:
+    def encode_at_bpp(self, image: Image.Image, target_bpp: float, caption: str | bool | None = None,
+                      caption_select: str | None = None) -> EncodeResult:
         """The highest-quality encoding whose whole file fits ``target_bpp``; ConfigError if none does."""
-        if caption is None and self.config.caption.lmm:
-            caption = self.caption(image)  # once, not per quality
         if not math.isfinite(target_bpp) or target_bpp <= 0:
             raise ConfigError(f"target bpp must be a positive number, got {target_bpp}")
+        choice = None
+        if caption is None and self.config.caption.lmm and (caption_select or self.config.caption.select) != "rate-aware":
+            choice = self.choose_caption(image, select=caption_select)  # once, not per quality
+            caption = choice.text
         # Every quality is tried: with a caption coded against each reconstruction, size need not grow with quality.
-        results = [self.encode(image, q, caption) for q in sorted(self.config.image_codec.qualities)]
+        # (rate-aware selection depends on the reconstruction, so it runs per quality.)
+        results = [self.encode(image, q, caption, caption_select=caption_select)
+                   for q in sorted(self.config.image_codec.qualities)]
+        for r in results:
+            r.caption_choice = r.caption_choice or choice
         fitting = [r for r in results if r.bpp <= target_bpp]
         if not fitting:
             raise ConfigError(f"no quality of preset {self.config.name} reaches {target_bpp} bpp "

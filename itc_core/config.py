@@ -21,10 +21,11 @@ import yaml
 from .caption_methods import LM_METHODS, METHODS
 from .errors import ConfigError
 
-__all__ = ["ImageCodecConfig", "CaptionConfig", "Config", "PRESETS", "PRESET_DIR", "load_config", "data_dir", "resolve_path", "resolve_model"]
+__all__ = ["ImageCodecConfig", "CaptionConfig", "Config", "PRESETS", "PRESET_DIR", "SELECT_MODES", "load_config", "data_dir", "resolve_path", "resolve_model"]
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PRESETS = ("tiny", "laptop", "paper")
+SELECT_MODES = ("greedy", "rerank", "rate-aware")  # caption.select: which caption the encoder codes (captioner.py)
 
 
 @dataclass
@@ -76,15 +77,33 @@ class CaptionConfig:
         prompt: the text before the caption, with the processor's image placeholder.
             Null: built from ``question`` with the processor's chat template.
         question: the instruction put in the chat template when ``prompt`` is null.
-        max_new_tokens: caption length limit when generating (greedy).
+        max_new_tokens: caption length limit when generating.
+        no_adjacent_repeat: generation never writes a phrase of up to this many tokens twice in a
+            row ("checkered checkered"; 0: off).
+        no_repeat_ngram_size: generation never repeats a token n-gram of this length (0: off).
+        repetition_penalty: CTRL-style penalty on tokens already written (1.0: off).
         method: how the caption is coded in ``.itc`` files (see ``caption_codec.METHODS``).
+        select: which caption the encoder codes (``captioner.SELECT_MODES``): ``greedy`` (the
+            paper's), ``rerank`` (of ``candidates`` beam-search captions plus the greedy one, the one
+            ``clip`` finds most similar to the original image) or ``rate-aware`` (among candidates
+            within ``clip_margin`` of the best similarity, the fewest coded bits given the reconstruction).
+        candidates: beams for ``rerank`` and ``rate-aware``.
+        clip: the CLIP that ranks candidates: a hub id or a path (under the data directory).
+        clip_margin: cosine-similarity margin of ``rate-aware``.
     """
 
     lmm: str | None = "tiny/lmm"
     prompt: str | None = "<image>\nCaption:"
     question: str | None = None
     max_new_tokens: int = 48
+    no_adjacent_repeat: int = 0
+    no_repeat_ngram_size: int = 0
+    repetition_penalty: float = 1.0
     method: str = "lmm-ac"
+    select: str = "greedy"
+    candidates: int = 4
+    clip: str | None = None
+    clip_margin: float = 0.01
 
 
 @dataclass
@@ -188,7 +207,28 @@ def load_config(name_or_path: str = "tiny") -> Config:
         raise ConfigError(f"{cfg.name}: caption.max_new_tokens must be a positive integer")
     if cap.lmm and not (cap.prompt or cap.question):
         raise ConfigError(f"{cfg.name}: caption needs a prompt or a question for the LMM")
+    _check_selection(cfg.name, cap)
     return cfg
+
+
+def _check_selection(name: str, cap: CaptionConfig) -> None:
+    """Validate the caption-generation guard and the selection keys of ``cap``."""
+    if cap.select not in SELECT_MODES:
+        raise ConfigError(f"{name}: caption.select {cap.select!r}; valid: {', '.join(SELECT_MODES)}")
+    if cap.select != "greedy" and not cap.clip:
+        raise ConfigError(f"{name}: caption.select {cap.select} needs caption.clip (a CLIP model)")
+    if not isinstance(cap.candidates, int) or isinstance(cap.candidates, bool) or cap.candidates < 1:
+        raise ConfigError(f"{name}: caption.candidates must be a positive integer, got {cap.candidates!r}")
+    for key in ("no_adjacent_repeat", "no_repeat_ngram_size"):
+        value = getattr(cap, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{name}: caption.{key} must be an integer >= 0 (0: off), got {value!r}")
+    for key in ("repetition_penalty", "clip_margin"):
+        value = getattr(cap, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
+            raise ConfigError(f"{name}: caption.{key} must be a number >= 0, got {value!r}")
+    if cap.repetition_penalty == 0:
+        raise ConfigError(f"{name}: caption.repetition_penalty must be > 0 (1.0: off)")
 
 
 def resolve_model(ref: str) -> str:

@@ -119,3 +119,24 @@ def test_usage_errors(tmp_path, scene_png, capsys, args, message):
     args = [a.format(png=scene_png, tmp=tmp_path, itc=itc_file) for a in args]
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("select", ["greedy", "rerank", "rate-aware"])
+def test_encode_says_how_the_caption_was_chosen(tmp_path, scene_png, capsys, select):
+    out = tmp_path / f"{select}.itc"
+    assert main(["encode", str(scene_png), "-o", str(out), "--caption-select", select]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("caption (")][0]
+    assert (f", {select})" if select == "greedy" else f", {select} of ") in line
+    caption = line.split("): ", 1)[1]
+    assert main(["decode", str(out), "-o", str(tmp_path / "back.png")]) == 0
+    assert f"caption: {caption}" in capsys.readouterr().out  # the decoder does not care how the text was chosen
+
+
+def test_given_caption_is_labelled_and_bad_selection_refused(tmp_path, scene_png, capsys):
+    assert main(["encode", str(scene_png), "-o", str(tmp_path / "g.itc"), "--caption", "a red star"]) == 0
+    assert "caption (lmm-ac" in (out := capsys.readouterr().out) and ", given): a red star" in out
+    assert main(["encode", str(scene_png), "-o", str(tmp_path / "x.itc"), "--caption", "a", "--caption-select", "rerank"]) == 2
+    assert "not both" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["encode", str(scene_png), "-o", str(tmp_path / "x.itc"), "--caption-select", "best"])
+    assert exit_.value.code == 2 and "invalid choice: 'best'" in capsys.readouterr().err

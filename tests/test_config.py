@@ -58,6 +58,12 @@ def test_invalid_yaml_and_base_loops(tmp_path):
     ({"caption": {"method": "gzip"}}, "caption.method 'gzip'"),
     ({"caption": {"lmm": None, "method": "lm-ac"}}, "needs caption.lmm"),
     ({"name": "paper"}, "may not be named 'paper'"),
+    ({"caption": {"select": "best"}}, "caption.select 'best'"),
+    ({"caption": {"select": "rerank", "clip": None}}, "needs caption.clip"),
+    ({"caption": {"candidates": 0}}, "candidates must be a positive integer"),
+    ({"caption": {"no_adjacent_repeat": -1}}, "no_adjacent_repeat must be an integer"),
+    ({"caption": {"repetition_penalty": 0}}, "repetition_penalty must be > 0"),
+    ({"caption": {"clip_margin": "wide"}}, "clip_margin must be a number"),
 ])
 def test_bad_values_are_refused(tmp_path, values, message):
     path = tmp_path / "bad.yaml"

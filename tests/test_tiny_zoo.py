@@ -57,3 +57,23 @@ def test_clip_and_lmm_recipes_train_save_and_load(tmp_path):
     model = AutoModelForImageTextToText.from_pretrained(tmp_path / "lmm")
     processor = AutoProcessor.from_pretrained(tmp_path / "lmm")
     assert type(model).__name__ == "LlavaForConditionalGeneration" and processor.tokenizer.eos_token_id == 3
+
+
+def test_hard_negative_variants_change_exactly_one_attribute(tmp_path):
+    import random
+
+    from itc_core.tinyworld import generate_scene, parse_caption
+    from itc_core.tinyworld.train_clip import ClipRecipe, train_clip, variant_caption
+
+    rng = random.Random(0)
+    for seed in range(2_000_000, 2_000_030):
+        scene = generate_scene(seed)
+        variant = parse_caption(variant_caption(scene, rng))
+        changed = [(a, b) for a, b in zip(scene.objects, variant.objects) if a != b]
+        assert len(changed) == 1 and variant.background == scene.background
+        a, b = changed[0]
+        assert sum(getattr(a, f) != getattr(b, f) for f in ("shape", "colour", "size", "position")) == 1
+    report = train_clip(tmp_path / "clip", tmp_path / "work",
+                        ClipRecipe(hidden=32, layers=1, projection=16, patch=4, hard_negatives=2, steps=2,
+                                   batch_size=4, train_scenes=16, eval_scenes=12, candidates=10))
+    assert set(report["true_caption_beats_every_variant"]) == {"shape", "colour", "size"}

@@ -1,0 +1,131 @@
+"""Caption quality benchmark: the LMM's captioning accuracy, and what each caption-selection mode buys.
+
+    python benchmarks/caption_quality.py [--scenes 1000] [--select-scenes 1000] [--json out.json]
+
+1. Accuracy: greedy captions (with the preset's length limit and repetition
+   guard) of held-out val scenes: the originals, and the LIC reconstruction at
+   every rate point (real compress/decompress round trips), judged against the
+   scene's true caption (exact match and per attribute, ``caption_accuracy``).
+2. CLIP check: how often the preset's CLIP prefers a scene's true caption to
+   every variant with one object's shape (colour, size) changed, the ceiling
+   of ``rerank`` when candidates differ in that attribute.
+3. Selection: for each mode of ``caption.select`` and each number of beam
+   candidates N, the exact accuracy of the caption the encoder would code and
+   its mean real ``lmm-ac`` bits given the reconstruction at the lowest rate.
+
+Prints tables; this is a benchmark, not a test. The figures depend on the
+shipped LMM and CLIP, so rerun it after retraining either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from itc_core.captioner import generation_kwargs
+from itc_core.codec import ImageTextCodec
+from itc_core.evaluate import selection_rows, selection_summary
+from itc_core.tinyworld import (COLOURS, SHAPES, SIZES, caption, caption_accuracy, generate_scene, render, sample,
+                                split_seeds)
+from itc_core.tinyworld.train_lmm import generate_captions
+
+ATTRIBUTES = ("exact", "shape", "colour", "size", "position", "count", "background", "pattern")
+
+
+def accuracy_table(codec: ImageTextCodec, n: int) -> dict:
+    """Greedy captioning accuracy on ``n`` val originals and on their reconstructions at each rate point."""
+    lm, kwargs = codec.lmm, generation_kwargs(codec.config.caption)
+    seeds = split_seeds("val", n)
+    originals = [sample(s)[0] for s in seeds]
+    sources = {"original": originals}
+    for q in codec.config.image_codec.qualities:
+        sources[f"lic_q{q}"] = [codec.reconstruct(im, q) for im in tqdm(originals, desc=f"LIC q{q}", mininterval=5)]
+    table = {}
+    for name, images in sources.items():
+        pixels = np.stack([np.asarray(im.convert("RGB")) for im in images])
+        texts = generate_captions(lm.model, lm.processor, pixels, **dict(kwargs))
+        table[name] = caption_accuracy(texts, seeds)
+    return table
+
+
+def selection_table(codec: ImageTextCodec, n: int, modes) -> dict:
+    """Exact accuracy and mean lmm-ac bits (lowest-rate context) of the caption each selection mode keeps."""
+    t0 = time.time()
+    table = selection_summary(selection_rows(codec, split_seeds("val", n), modes))
+    cfg = codec.config.caption
+    table["_info"] = {"scenes": n, "context": f"lic_q{min(codec.config.image_codec.qualities)}", "clip": cfg.clip,
+                      "clip_margin": cfg.clip_margin, "seconds": round(time.time() - t0, 1)}
+    return table
+
+
+def clip_discrimination(codec: ImageTextCodec, n: int) -> dict:
+    """How often the preset's CLIP ranks a val original's true caption above every one-attribute variant of it
+    (one object's shape, colour or size changed): the ceiling of ``rerank`` when the LMM's candidates differ so."""
+    clip = codec.clip
+    wins = {"shape": [], "colour": [], "size": []}
+    values = {"shape": SHAPES, "colour": tuple(COLOURS), "size": tuple(SIZES)}
+    for seed in tqdm(split_seeds("val", n), desc="CLIP", mininterval=5):
+        scene = generate_scene(seed)
+        image = render(scene, seed=seed)
+        for attr, options in values.items():
+            variants = [caption(replace(scene, objects=scene.objects[:i] + (replace(o, **{attr: v}),) + scene.objects[i + 1:]))
+                        for i, o in enumerate(scene.objects) for v in options if v != getattr(o, attr)]
+            sims = clip.similarity(image, [caption(scene)] + variants)
+            wins[attr].append(bool(sims[0] > sims[1:].max()))
+    return {attr: float(np.mean(w)) for attr, w in wins.items()}
+
+
+def _print_accuracy(table: dict, n: int) -> None:
+    print(f"captioning accuracy, {n} held-out val scenes (greedy, preset guard)")
+    print(f"{'image':>10} " + " ".join(f"{a:>10}" for a in ATTRIBUTES))
+    for name, acc in table.items():
+        print(f"{name:>10} " + " ".join(f"{100 * acc[a]:9.1f}%" for a in ATTRIBUTES))
+
+
+def _print_selection(table: dict) -> None:
+    info = table["_info"]
+    print(f"caption selection, {info['scenes']} val originals; bits: lmm-ac given {info['context']}; "
+          f"CLIP {info['clip']}, margin {info['clip_margin']}")
+    print(f"{'mode':>16} {'exact':>7} {'shape':>7} {'colour':>7} {'size':>7} {'bits':>7} {'cands':>6}")
+    for key, r in table.items():
+        if key != "_info":
+            print(f"{key:>16} {100 * r['exact']:6.1f}% {100 * r['shape']:6.1f}% {100 * r['colour']:6.1f}% "
+                  f"{100 * r['size']:6.1f}% {r['mean_bits']:7.1f} {r['mean_candidates']:6.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", type=int, default=1000, help="val scenes for the accuracy table (0: skip)")
+    parser.add_argument("--select-scenes", type=int, default=1000, help="val scenes for the selection table (0: skip)")
+    parser.add_argument("--clip-scenes", type=int, default=200, help="val scenes for the CLIP check (0: skip)")
+    parser.add_argument("--beams", type=int, nargs="+", default=[2, 4, 8], help="N for rerank")
+    parser.add_argument("--rate-aware-beams", type=int, nargs="+", default=[4, 8], help="N for rate-aware")
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    codec = ImageTextCodec.from_preset(args.preset)
+    results = {}
+    if args.scenes:
+        results["accuracy"] = accuracy_table(codec, args.scenes)
+        _print_accuracy(results["accuracy"], args.scenes)
+    if args.clip_scenes:
+        results["clip_discrimination"] = clip_discrimination(codec, args.clip_scenes)
+        print(f"CLIP ranks the true caption above every one-attribute variant ({args.clip_scenes} val originals):",
+              {k: f"{100 * v:.1f}%" for k, v in results["clip_discrimination"].items()})
+    if args.select_scenes:
+        modes = [("greedy", 1)] + [("rerank", b) for b in args.beams] + [("rate-aware", b) for b in args.rate_aware_beams]
+        results["selection"] = selection_table(codec, args.select_scenes, modes)
+        _print_selection(results["selection"])
+    if args.json:
+        json.dump(results, open(args.json, "w"), indent=2)
+
+
+if __name__ == "__main__":
+    main()
