@@ -1,6 +1,6 @@
 """The referee's figures: accuracy on held-out originals and on LIC reconstructions, and its distance.
 
-    python benchmarks/referee_accuracy.py [--scenes 1000] [--split test] [--preset tiny] [--referee DIR] [--json out.json]
+    python benchmarks/referee_accuracy.py [--scenes 1000] [--split test] [--preset tiny] [--referee DIR] [--cache DIR] [--json out.json]
 
 For each of ``--scenes`` held-out scenes: the referee's exact-scene and per-attribute accuracy on the
 original, then on the LIC reconstruction (real entropy-coded bytes, ``decompress`` output) at every
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,16 +28,24 @@ from itc_core.tinyworld.referee import Referee, as_batch
 ATTRIBUTES = ("exact", "shape", "colour", "size", "position", "count", "background", "pattern")
 
 
-def reconstructions(codec: ImageTextCodec, quality: int, originals: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """LIC reconstructions of ``originals`` at ``quality`` and their mean real bpp."""
+def reconstructions(codec: ImageTextCodec, quality: int, originals: torch.Tensor, key: str,
+                    cache: Path | None) -> tuple[torch.Tensor, float]:
+    """LIC reconstructions of ``originals`` at ``quality`` and their mean real bpp (kept in ``cache`` if given)."""
     lic = codec.image_codec(quality)
+    path = cache / f"{key}_q{quality}_{lic.fingerprint[:12]}.npz" if cache else None
+    if path and path.exists():
+        saved = np.load(path)
+        return torch.from_numpy(saved["images"]).float() / 255, float(saved["bpp"])
     out, bpp = [], []
     for x in tqdm(originals, desc=f"LIC q{quality}", mininterval=5, leave=False):
         payload = lic.compress(x[None])
         out.append(lic.decompress(payload.strings, payload.height, payload.width)[0])
         bpp.append(payload.bpp)
-    # Round to 8 bits as a decoded PNG would be.
-    return (torch.stack(out) * 255).round() / 255, float(np.mean(bpp))
+    images = (torch.stack(out) * 255).round().to(torch.uint8)  # 8 bits, as a decoded PNG would be
+    if path:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez(path, images=images.numpy(), bpp=np.mean(bpp))
+    return images.float() / 255, float(np.mean(bpp))
 
 
 def row(name: str, acc: dict, dist: torch.Tensor | None = None, bpp: float | None = None) -> dict:
@@ -49,7 +58,7 @@ def row(name: str, acc: dict, dist: torch.Tensor | None = None, bpp: float | Non
     return out
 
 
-def run(preset: str, split: str, n_scenes: int, referee_dir: str | None = None) -> dict:
+def run(preset: str, split: str, n_scenes: int, referee_dir: str | None = None, cache: Path | None = None) -> dict:
     """Every figure of the benchmark as a dict."""
     referee = Referee.load(referee_dir)
     seeds = split_seeds(split, n_scenes)
@@ -59,7 +68,7 @@ def run(preset: str, split: str, n_scenes: int, referee_dir: str | None = None) 
     read_seconds = time.perf_counter() - t0
     codec = ImageTextCodec.from_preset(preset)
     for q in codec.config.image_codec.qualities:
-        recon, bpp = reconstructions(codec, q, originals)
+        recon, bpp = reconstructions(codec, q, originals, f"{preset}_{split}_{n_scenes}", cache)
         rows.append(row(f"LIC q{q}", referee.accuracy(recon, seeds), referee.distance(originals, recon), bpp))
     means = [r["distance_mean"] for r in rows[1:]]
     return {"split": split, "scenes": n_scenes, "rows": rows,
@@ -75,10 +84,11 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--referee", help="the referee's folder (default: data/tiny/referee)")
+    parser.add_argument("--cache", type=Path, help="keep LIC reconstructions here (keyed by the LIC weights' hash)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    result = run(args.preset, args.split, args.scenes, args.referee)
+    result = run(args.preset, args.split, args.scenes, args.referee, args.cache)
     print(f"referee on {result['scenes']} {result['split']} scenes (accuracy %, referee distance)")
     print(f"{'input':<9} {'bpp':>6} " + " ".join(f"{k:>7}" for k in ATTRIBUTES) + f" {'d mean':>7} {'d med':>7} {'d p90':>7}")
     for r in result["rows"]:
