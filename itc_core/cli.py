@@ -49,12 +49,10 @@ def cmd_encode(args) -> None:
     _write_bytes(Path(args.output), result.data)
     for note in notes:
         print(f"itc: note: {note}", file=sys.stderr)
-    p = result.payload
     print(f"{args.output}: {len(result.data)} bytes, {result.bpp:.4f} bpp "
-          f"({p.width}x{p.height}, preset {codec.config.name}, quality {result.quality})")
+          f"({result.width}x{result.height}, preset {codec.config.name}, quality {result.quality})")
     if result.caption is not None:
-        c = result.caption_payload
-        print(f"caption ({c.method}, {c.bits} bits): {result.caption}")
+        print(f"caption ({result.caption_payload.method}, {result.bits['caption']:.1f} bits): {result.caption}")
 
 
 def cmd_decode(args) -> None:
@@ -84,24 +82,30 @@ def cmd_inspect(args) -> None:
 
     data = _read_bytes(args.file)
     f = bitstream.unpack(data)
-    caption = None
-    if f.text_method and not args.no_caption:
-        preset = args.preset or f.preset
-        if preset == "custom":
-            raise ItcError(f"{args.file} was encoded with a custom preset YAML: pass it with --preset PATH "
-                           "(or --no-caption)")
-        caption = ImageTextCodec.from_preset(preset).decode(data).caption
-    info = describe(data, caption)
+    preset = args.preset or f.preset
+    if preset == "custom":
+        raise ItcError(f"{args.file} was encoded with a custom preset YAML: pass it with --preset PATH")
+    codec = ImageTextCodec.from_preset(preset)
+    decoded = codec.decode(data, caption=not args.no_caption)
+    models = {"lic": codec.image_codec(f.quality).fingerprint[:12]}
+    if f.text_method in ("rank-zlib", "lm-ac", "lmm-ac") and not args.no_caption:
+        models["lmm"] = codec.lmm.fingerprint[:12]
+    info = describe(data, decoded, models)
     if args.json:
         print(json.dumps(info))
         return
-    print(f"{args.file}: {info['width']}x{info['height']}, preset {info['preset']}, LIC quality {info['quality']}")
-    print(f"  total    {info['bytes_total']:6d} bytes  {info['bpp_total']:.4f} bpp")
-    print(f"  image    {info['bytes_image']:6d} bytes  {info['bpp_image']:.4f} bpp  strings {info['bytes_per_string']}")
-    print(f"  text     {info['bytes_text']:6d} bytes  {info['bpp_text']:.4f} bpp  ({info['text_method'] or 'no caption'})")
-    print(f"  overhead {info['bytes_overhead']:6d} bytes (header, lengths, CRCs)")
-    print(f"  caption  {info['caption']!r}")
-    print(f"  models   {info['models']}")
+    bits, pixels = info["bits"], info["width"] * info["height"]
+    print(f"{args.file}: {info['width']}x{info['height']}, preset {info['preset']}, LIC quality {info['quality']}, "
+          f"format v{info['version']}")
+    print(f"  total       {info['bytes_total']:6d} bytes  {info['bpp_total']:.4f} bpp")
+    for part, what in (("header", "size, preset, quality, method, fingerprint"), ("z", "hyperlatents"),
+                       ("y", "latents"), ("caption", info["text_method"] or "no caption"),
+                       ("termination", "trimmed flush of the one stream"), ("check", "CRC-16")):
+        print(f"  {part:<11} {bits[part]:8.1f} bits  {bits[part] / pixels:.4f} bpp  ({what})")
+    verified = "verified" if info["check_verified"] else "not verified (--no-caption)"
+    print(f"  caption     {info['caption']!r}")
+    print(f"  check       {verified}")
+    print(f"  models      {info['models']}")
 
 
 def _caption_context(args, method: str):
@@ -215,11 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="a YAML path, for files encoded with a custom preset (default: the file's)")
     p.set_defaults(func=cmd_decode)
 
-    p = sub.add_parser("inspect", help="sizes, bpp split and models of an .itc file")
+    p = sub.add_parser("inspect", help="sizes, bits by part (z, y, caption, header) and models of an .itc file")
     p.add_argument("file")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--preset", help="a YAML path, for files encoded with a custom preset (default: the file's)")
-    p.add_argument("--no-caption", action="store_true", help="do not load the LMM to decode the caption")
+    p.add_argument("--no-caption", action="store_true",
+                   help="decode the image only (no LMM; the check, which covers the caption, is then not verified)")
     p.set_defaults(func=cmd_inspect)
 
     caption = sub.add_parser("caption", help="code a caption on its own").add_subparsers(dest="caption_command",
