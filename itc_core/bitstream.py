@@ -192,7 +192,7 @@ class _Reader:
             if not byte & 0x80:
                 return value
             shift += 7
-            if shift > 21:  # sides need at most 2 bytes; 3 are tolerated, more is garbage
+            if shift >= 21:  # sides need at most 2 bytes; 3 are tolerated, more is garbage
                 raise CorruptedFile("header: image size field too long")
 
 

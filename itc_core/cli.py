@@ -256,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``itc``; returns the exit status."""
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no "Loading weights" bars around one-line errors
+    if "transformers" in sys.modules:  # already imported (e.g. main() called in-process): the variable came too late
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
     # CompressAI's import-time torch.jit.script deprecation notice is not the user's business.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
     args = build_parser().parse_args(argv)

@@ -147,6 +147,8 @@ class StreamDecoder:
         return sum(self.info.values())
 
     def _spend(self, bits: float, section: str) -> None:
+        if not np.isfinite(bits):
+            raise StreamError(f"the {section} decodes to a symbol its model gives no probability")
         self.info[section] += bits
         if self.budget_bits is not None and self.info_bits > self.budget_bits:
             raise StreamError(f"the stream decodes to more information ({self.info_bits:.0f} bits by the end of "
