@@ -67,14 +67,14 @@ class _Tables:
         raw = np.where(low, -2 * values - 1, 2 * (values - top))[low | high]
         if len(raw) and raw.max() >= 1 << MAX_ESCAPE_BITS:
             raise ConfigError(f"a latent of the LIC is too far outside its table to code (raw {raw.max()})")
-        stream.table(np.where(low | high, top, values), self.pmf, rows, section)
+        stream.table(np.where(low | high, top, values), self.pmf, rows, section, self.escape + 1)
         for r in raw.tolist():
             n = int(r).bit_length()
             stream.uniform(np.array([n]), MAX_ESCAPE_BITS + 1, section)
             _write_bits(stream, r - (1 << (n - 1)) if n else 0, n - 1, section)
 
     def read(self, stream: StreamDecoder, rows: np.ndarray, section: str) -> np.ndarray:
-        values = stream.table(self.pmf, rows, section).astype(np.int64)
+        values = stream.table(self.pmf, rows, section, self.escape + 1).astype(np.int64)
         top = self.escape[rows]
         if (values > top).any():
             raise StreamError("a latent decodes beyond its table")

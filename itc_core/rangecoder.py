@@ -50,10 +50,13 @@ def _info(probs: np.ndarray, symbols: np.ndarray) -> float:
         return float(-(np.log2(picked) - np.log2(probs.sum(axis=1))).sum())
 
 
-def _chunks(table: np.ndarray, rows: np.ndarray):
+def _chunks(table: np.ndarray, rows: np.ndarray, widths: np.ndarray | None):
+    """(slice, probabilities) pieces of ``table[rows]``, cut to the widest row of each piece (rows are zero-padded)."""
     step = max(1, _CHUNK_CELLS // table.shape[1])
     for start in range(0, len(rows), step):
-        yield slice(start, start + step), np.ascontiguousarray(table[rows[start:start + step]])
+        piece = rows[start:start + step]
+        width = table.shape[1] if widths is None or not len(piece) else int(widths[piece].max())
+        yield slice(start, start + step), np.ascontiguousarray(table[piece, :width])
 
 
 class StreamEncoder:
@@ -64,14 +67,18 @@ class StreamEncoder:
         self._log = []  # (kind, symbols, table, rows | size): replayed to find the shortest decodable prefix
         self.info = defaultdict(float)
 
-    def table(self, symbols: np.ndarray, table: np.ndarray, rows: np.ndarray, section: str) -> None:
-        """Code ``symbols[i]`` with the distribution ``table[rows[i]]`` (a row of probabilities)."""
+    def table(self, symbols: np.ndarray, table: np.ndarray, rows: np.ndarray, section: str,
+              widths: np.ndarray | None = None) -> None:
+        """Code ``symbols[i]`` with the distribution ``table[rows[i]]`` (a row of probabilities).
+
+        ``widths[r]``: how many leading entries of row ``r`` can be nonzero (the rest is padding).
+        """
         symbols = np.ascontiguousarray(symbols, dtype=np.int32)
         rows = np.asarray(rows)
-        for where, probs in _chunks(table, rows):
+        for where, probs in _chunks(table, rows, widths):
             self._coder.encode(symbols[where], _categorical(), probs)
             self.info[section] += _info(probs, symbols[where])
-        self._log.append(("table", symbols, table, rows))
+        self._log.append(("table", symbols, (table, widths), rows))
 
     def categorical(self, symbols: np.ndarray, probs: np.ndarray, section: str) -> None:
         """Code ``symbols[i]`` with the distribution ``probs[i]``."""
@@ -98,7 +105,7 @@ class StreamEncoder:
         try:
             decoder = StreamDecoder(data, budget_bits=None)
             for kind, symbols, model, rows in self._log:
-                got = (decoder.table(model, rows, "replay") if kind == "table"
+                got = (decoder.table(*model[:1], rows, "replay", model[1]) if kind == "table"
                        else decoder.uniform(model, len(symbols), "replay"))
                 if not np.array_equal(got, symbols):
                     return False
@@ -109,8 +116,10 @@ class StreamEncoder:
     def finish(self) -> bytes:
         """The shortest byte prefix (or prefix + 1) of the flushed stream that decodes to every coded symbol."""
         full = self._coder.get_compressed().astype(">u4").tobytes()
-        # The flush writes up to two words more than needed: the shortest prefix is a few bytes from the end.
-        for k in range(max(0, len(full) - 8), len(full) + 1):
+        # The flush writes up to two words more than needed, and a prefix much shorter than the information
+        # coded cannot decode: the shortest prefix lies in a few bytes around info / 8.
+        start = max(0, len(full) - 8, int(self.info_bits - 24) // 8)
+        for k in range(min(start, len(full)), len(full) + 1):
             head = int.from_bytes(full[:k], "big") if k else 0
             for value in (head, head + 1):
                 if k and value >= 256 ** k:
@@ -154,16 +163,18 @@ class StreamDecoder:
             raise StreamError(f"the stream decodes to more information ({self.info_bits:.0f} bits by the end of "
                               f"the {section}) than its {self.budget_bits - MARGIN_BITS:.0f} bits can hold")
 
-    def table(self, table: np.ndarray, rows: np.ndarray, section: str) -> np.ndarray:
-        """Decode ``len(rows)`` symbols, symbol ``i`` with the distribution ``table[rows[i]]``."""
+    def table(self, table: np.ndarray, rows: np.ndarray, section: str,
+              widths: np.ndarray | None = None) -> np.ndarray:
+        """Decode ``len(rows)`` symbols, symbol ``i`` with the distribution ``table[rows[i]]`` (``widths``: as coded)."""
         rows = np.asarray(rows)
         out = np.empty(len(rows), dtype=np.int32)
-        for where, probs in _chunks(table, rows):
+        for where, probs in _chunks(table, rows, widths):
             try:
                 out[where] = self._coder.decode(_categorical(), probs)
             except (AssertionError, ValueError, RuntimeError) as err:  # constriction: "invalid compressed data"
                 raise StreamError(f"the stream does not decode ({err})") from None
-            self._spend(_info(probs, out[where]), section)
+            if self.budget_bits is not None:
+                self._spend(_info(probs, out[where]), section)
         return out
 
     def categorical(self, probs: np.ndarray, section: str) -> np.ndarray:
