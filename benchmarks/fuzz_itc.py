@@ -189,10 +189,14 @@ class Pool:
             raise RuntimeError("worker failed to start")
         return process, parent
 
-    def run(self, cases: list[tuple[str, str, bytes]], progress: bool = True) -> list[dict]:
-        """Decode every (mode, kind, data) case; returns one record per case."""
+    def run(self, cases: list[tuple[str, str, bytes]], minutes: float | None = None,
+            progress: bool = True) -> list[dict]:
+        """Decode (mode, kind, data) cases, all or those started within ``minutes``; one record per case run."""
         results, pending, busy = [], list(enumerate(cases))[::-1], {}
+        deadline = None if minutes is None else time.perf_counter() + 60 * minutes
         while pending or busy:
+            if deadline is not None and time.perf_counter() > deadline:
+                pending = []
             for w in range(len(self.workers)):
                 if w not in busy and pending:
                     index, case = pending.pop()
@@ -267,6 +271,7 @@ def make_cases(corpus, table, n_bytes: int, n_structure: int, seed: int) -> list
         return table.get((q, method))
     cases = [("valid", "valid", d) for d in corpus]
     cases += [("handcrafted", kind, d) for kind, d in handcrafted(corpus[1], fingerprint_of)]
+    n_fixed = len(cases)
     valid = set(corpus)
     for mode, n in (("bytes", n_bytes), ("structure", n_structure)):
         for _ in range(n):
@@ -274,7 +279,10 @@ def make_cases(corpus, table, n_bytes: int, n_structure: int, seed: int) -> list
             kind, data = (mutate_bytes(corpus[a], corpus[b], rng) if mode == "bytes"
                           else mutate_structure(corpus[a], corpus[b], rng, fingerprint_of))
             cases.append((mode, kind + (" (= a valid file)" if data in valid else ""), data))
-    return cases
+    # Valid and handcrafted cases first, then the mutations interleaved: a run cut short by --minutes
+    # still holds both kinds in proportion.
+    head, mutated = cases[:n_fixed], cases[n_fixed:]
+    return head + [mutated[i] for i in rng.permutation(len(mutated))]
 
 
 def cli_check(cases, n: int, seed: int) -> Counter:
@@ -326,6 +334,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--corpus", type=int, default=16, help="valid files to mutate")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds before a case counts as a hang")
+    parser.add_argument("--minutes", type=float, help="stop starting cases after this long (report what ran)")
     parser.add_argument("--cli", type=int, default=0, help="cases also run through `itc decode` in fresh processes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the summary here")
@@ -336,14 +345,14 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     pool = Pool(args.workers, args.timeout)
     try:
-        results = pool.run(cases)
+        results = pool.run(cases, args.minutes)
     finally:
         pool.close()
     summary = summarise(results)
     summary["wall_seconds"] = time.perf_counter() - started
     if args.cli:
         summary["cli"] = dict(cli_check(cases, args.cli, args.seed))
-    print(f"{summary['cases']} cases in {summary['wall_seconds']:.0f} s with {args.workers} workers")
+    print(f"{summary['cases']} of {len(cases)} cases in {summary['wall_seconds']:.0f} s with {args.workers} workers")
     print(f"{'mode':<12} {'cases':>6} {'decoded':>8} {'clean':>7} {'unclean':>8} {'crash':>6} {'hang':>5} "
           f"{'mean s':>7} {'p99 s':>7} {'max s':>7}")
     for mode in ("valid", "handcrafted", "bytes", "structure"):
