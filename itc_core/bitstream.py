@@ -1,44 +1,66 @@
 """The ``.itc`` container: everything the decoder needs besides the model weights (DESIGN §4).
 
-Layout, version 1 (varint = unsigned LEB128; crc16 = CRC-CCITT, ``binascii.crc_hqx``)::
+Layout, version 2 (varint = unsigned LEB128)::
 
-    header   "ITC" | version u8 | width varint | height varint | preset u8 | quality u8
-             | layout u8 (bits 0-1: number of image strings, 1-3; bits 2-5: text method, 0 = none;
-                          bits 6-7: reserved, 0)
-             | LIC fingerprint (3 bytes) | [caption CRC-32 u32, only when a text section follows]
-             | crc16 of all of the above
-    image    for each string: length varint | bytes;  then crc16 of the section
-    text     (only when text method != 0) length varint | bytes | crc16 of the section
-             (the bytes: for LM methods the first 2 bytes of the LMM's fingerprint, then the coded caption;
-              the caption CRC-32 in the header checks the *decoded* caption, e.g. against a platform whose
-              LMM arithmetic differs from the encoder's)
+    "IT" | version u8 (= 2) | width−1 varint | height−1 varint | fields u8 | [quality u8]
+         | fingerprint u8 | payload … | check u16
 
-A 64×64 image with a hyperprior LIC (two strings under 128 bytes each) costs
-18 bytes beyond its entropy-coded payload: 14 of header (4 magic+version,
-1+1 size, 1 preset, 1 quality, 1 layout, 3 fingerprint, 2 CRC) and 4 of
-image section (two 1-byte lengths, 2 CRC). A caption adds 4 (CRC-32) + 1 (length) + 2 (CRC)
-+ 2 (LMM fingerprint, LM methods only) = 9 bytes. Every way a file can be wrong has its own
+    fields: bits 0-2 caption method (0 = no caption, 1-6 = ``TEXT_METHODS``), bits 3-4 preset,
+            bits 5-7 LIC quality 0-6, or 7 = "a quality byte follows" (qualities 7-255)
+
+What each byte buys, for a 64×64 image (9 bytes in all):
+
+- ``IT`` + version (3): says what the file is and which layout follows; a foreign file
+  or a future version gets its own error instead of a wrong decode.
+- width and height (1 + 1; 2 each up to 16384 px): the decoder derives every latent
+  shape from them, nothing else is stored about shapes.
+- fields (1): which preset, rate point and caption method to decode with.
+- fingerprint (1): the first byte of SHA-256(LIC fingerprint ‖ LMM fingerprint when the
+  caption is LM-coded): the usual "other weights" case is refused before decoding.
+- payload: one constriction range-coded stream, trimmed to the shortest prefix that
+  decodes (``rangecoder.py``): the hyperlatents z, the latents y, then the caption
+  (LM methods: its tokens under the LMM looking at the reconstruction, ended by EOS;
+  other methods: a varint byte count and the method's bytes, 8 bits each). No lengths,
+  no per-part flush.
+- check (2): CRC-16/CCITT over the models' full fingerprints, every byte before it, the
+  decoded caption (UTF-8) and the decoded reconstruction's pixels. It is verified after
+  decoding, so it catches damaged files, other weights that share the fingerprint byte,
+  and a decoder whose arithmetic differs from the encoder's (other platform or library
+  versions) — never a silently wrong image or caption.
+
+Version 1 (CompressAI's rANS strings, length-prefixed sections) is refused with a
+"re-encode" error rather than decoded: its decoder is CompressAI's C++ rANS, which reads
+past its buffer on crafted strings (a 64-byte file crashed it), and v1 had no release.
+
+This module needs neither torch nor CompressAI: :func:`sizes` reads a file's fields
+without any model (``itc inspect --sizes``). Decoding is bounded by the file: sides are
+at most ``MAX_SIDE`` and pixels ``MAX_PIXELS``, and the payload's bits bound how much
+the decoder decodes (``rangecoder.py``). Every way a file can be wrong has its own
 exception, all subclasses of :class:`BitstreamError`.
 """
 
 from __future__ import annotations
 
 import binascii
-import struct
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass
 
 from .errors import ItcError
 
 __all__ = [
-    "MAGIC", "VERSION", "PRESET_CODES", "ItcFile", "pack", "unpack", "overhead_bytes",
+    "MAGIC", "VERSION", "PRESET_CODES", "TEXT_METHODS", "MAX_SIDE", "MAX_PIXELS", "CHECK_BYTES", "ItcFile",
+    "header", "pack", "unpack", "sizes", "check_value", "model_fingerprint", "fingerprint_byte",
     "BitstreamError", "NotAnItcFile", "UnsupportedVersion", "TruncatedFile", "CorruptedFile", "ModelMismatch",
 ]
 
-MAGIC = b"ITC"
-VERSION = 1
-FINGERPRINT_BYTES = 3
-MAX_SIDE = 1 << 16  # larger images are refused rather than allocated
+MAGIC = b"IT"
+VERSION = 2
+CHECK_BYTES = 2
+MAX_SIDE = 1 << 14  # larger images are refused (tile them) rather than allocated
+MAX_PIXELS = 1 << 24  # 16.8 megapixels, e.g. 4096×4096: what a decoder may be asked to allocate
 PRESET_CODES = {"custom": 0, "tiny": 1, "laptop": 2, "paper": 3}
+TEXT_METHODS = ("utf8", "zlib", "lzma", "rank-zlib", "lm-ac", "lmm-ac")  # codes 1-6; 0 = no caption
+_QUALITY_BYTE = 7
 
 
 class BitstreamError(ItcError):
@@ -46,7 +68,7 @@ class BitstreamError(ItcError):
 
 
 class NotAnItcFile(BitstreamError):
-    """The data does not start with the ``ITC`` magic."""
+    """The data does not start with the ``IT`` magic."""
 
 
 class UnsupportedVersion(BitstreamError):
@@ -54,11 +76,11 @@ class UnsupportedVersion(BitstreamError):
 
 
 class TruncatedFile(BitstreamError):
-    """The data ends before its last section does."""
+    """The data ends before its header or check does."""
 
 
 class CorruptedFile(BitstreamError):
-    """A CRC does not match or a field holds an impossible value."""
+    """The check does not match, a field holds an impossible value, or the payload does not decode."""
 
 
 class ModelMismatch(BitstreamError):
@@ -67,29 +89,46 @@ class ModelMismatch(BitstreamError):
 
 @dataclass
 class ItcFile:
-    """The decoded fields of an ``.itc`` file.
+    """The fields of an ``.itc`` file.
 
     Attributes:
         width, height: image size in pixels (unpadded).
         preset: preset name (``custom`` for a user YAML).
         quality: LIC rate point.
-        lic_fingerprint: the first bytes of the LIC weights' SHA-256.
-        image_strings: the LIC's entropy-coded latents.
-        text_method: code of the caption coding method, 0 when no caption is stored.
-        text: the coded caption (empty when ``text_method`` is 0).
-        caption_crc: CRC-32 of the caption's UTF-8 bytes, checked after decoding the text.
+        text_method: caption coding method name, None when the file has no caption.
+        fingerprint: one byte of the models' combined fingerprint (:func:`model_fingerprint`).
+        payload: the range-coded stream.
+        check: the CRC-16 stored at the end (verified by the decoder, :func:`check_value`).
+        header_bytes: bytes before the payload.
     """
 
     width: int
     height: int
     preset: str
     quality: int
-    lic_fingerprint: bytes
-    image_strings: list[bytes]
-    text_method: int = 0
-    text: bytes = b""
-    caption_crc: int | None = None
-    section_bytes: dict[str, int] = field(default_factory=dict, compare=False)
+    text_method: str | None
+    fingerprint: int
+    payload: bytes
+    check: bytes = b"\0\0"
+    header_bytes: int = 0
+
+
+def model_fingerprint(lic_fingerprint: str, lmm_fingerprint: str | None = None) -> bytes:
+    """The full fingerprint of the models a file needs: the LIC's SHA-256 hex, plus the LMM's for LM methods."""
+    return bytes.fromhex(lic_fingerprint) + (bytes.fromhex(lmm_fingerprint) if lmm_fingerprint else b"")
+
+
+def fingerprint_byte(models: bytes) -> int:
+    """The header's one-byte digest of :func:`model_fingerprint`."""
+    return hashlib.sha256(models).digest()[0]
+
+
+def check_value(models: bytes, body: bytes, caption: str | None, pixels: bytes) -> bytes:
+    """CRC-16 over the models' fingerprint, the file before its check, the caption and the reconstruction."""
+    crc = 0xFFFF
+    for part in (models, body, b"" if caption is None else caption.encode("utf-8"), pixels):
+        crc = binascii.crc_hqx(part, crc)
+    return crc.to_bytes(CHECK_BYTES, "big")
 
 
 def _varint(n: int) -> bytes:
@@ -103,101 +142,97 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _crc16(data: bytes) -> bytes:
-    return struct.pack(">H", binascii.crc_hqx(data, 0xFFFF))
+def _check_size(width: int, height: int, error) -> None:
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE and width * height <= MAX_PIXELS):
+        raise error(f"image of {width}x{height} px: itc codes sides of 1-{MAX_SIDE} px and at most "
+                    f"{MAX_PIXELS} pixels (tile larger images)")
+
+
+def header(f: ItcFile) -> bytes:
+    """The bytes before the payload."""
+    _check_size(f.width, f.height, ValueError)
+    if f.preset not in PRESET_CODES:
+        raise ValueError(f"unknown preset {f.preset!r}; valid: {', '.join(PRESET_CODES)}")
+    if f.text_method is not None and f.text_method not in TEXT_METHODS:
+        raise ValueError(f"unknown caption method {f.text_method!r}; valid: {', '.join(TEXT_METHODS)}")
+    if not 0 <= f.quality < 256 or not 0 <= f.fingerprint < 256:
+        raise ValueError(f"quality {f.quality} and fingerprint {f.fingerprint} must fit one byte each")
+    method = 0 if f.text_method is None else TEXT_METHODS.index(f.text_method) + 1
+    quality_field = min(f.quality, _QUALITY_BYTE)
+    out = MAGIC + bytes([VERSION]) + _varint(f.width - 1) + _varint(f.height - 1)
+    out += bytes([method | PRESET_CODES[f.preset] << 3 | quality_field << 5])
+    if quality_field == _QUALITY_BYTE:
+        out += bytes([f.quality])
+    return out + bytes([f.fingerprint])
 
 
 def pack(f: ItcFile) -> bytes:
-    """Serialise ``f``; the inverse of :func:`unpack`."""
-    if not 1 <= len(f.image_strings) <= 3:
-        raise ValueError(f"an .itc file holds 1-3 image strings, got {len(f.image_strings)}")
-    if not 0 <= f.text_method < 16:
-        raise ValueError(f"text method code {f.text_method} out of range 0-15")
-    if (f.text_method != 0) != (f.caption_crc is not None):
-        raise ValueError("a text section needs a caption CRC, and only a text section has one")
-    if len(f.lic_fingerprint) < FINGERPRINT_BYTES or not (0 < f.width <= MAX_SIDE and 0 < f.height <= MAX_SIDE):
-        raise ValueError(f"fingerprint of {FINGERPRINT_BYTES} bytes and sides of 1-{MAX_SIDE} px needed")
-    if not 0 <= f.quality < 256:
-        raise ValueError(f"quality {f.quality} does not fit one byte")
-    if f.preset not in PRESET_CODES:
-        raise ValueError(f"unknown preset {f.preset!r}; valid: {', '.join(PRESET_CODES)}")
-    header = bytearray(MAGIC + bytes([VERSION]))
-    header += _varint(f.width) + _varint(f.height)
-    header += bytes([PRESET_CODES[f.preset], f.quality, len(f.image_strings) | f.text_method << 2])
-    header += f.lic_fingerprint[:FINGERPRINT_BYTES]
-    if f.caption_crc is not None:
-        header += struct.pack(">I", f.caption_crc)
-    header += _crc16(bytes(header))
-    image = b"".join(_varint(len(s)) + s for s in f.image_strings)
-    out = bytes(header) + image + _crc16(image)
-    if f.text_method:
-        text = _varint(len(f.text)) + f.text
-        out += text + _crc16(text)
-    return out
+    """Serialise ``f`` (its ``check`` as given); the inverse of :func:`unpack`."""
+    if len(f.check) != CHECK_BYTES:
+        raise ValueError(f"the check is {CHECK_BYTES} bytes")
+    return header(f) + f.payload + f.check
 
 
 class _Reader:
     def __init__(self, data: bytes):
         self.data, self.pos = data, 0
 
-    def take(self, n: int, what: str) -> bytes:
-        if self.pos + n > len(self.data):
-            raise TruncatedFile(f"file ends inside the {what} (at byte {len(self.data)}, needs {self.pos + n})")
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data) - CHECK_BYTES:
+            raise TruncatedFile(f"file ends inside its header (at byte {len(self.data)})")
         chunk = self.data[self.pos:self.pos + n]
         self.pos += n
         return chunk
 
-    def varint(self, what: str) -> int:
+    def varint(self) -> int:
         value = shift = 0
         while True:
-            byte = self.take(1, what)[0]
+            byte = self.take(1)[0]
             value |= (byte & 0x7F) << shift
             if not byte & 0x80:
                 return value
             shift += 7
-            if shift > 63:
-                raise CorruptedFile(f"{what}: varint too long")
-
-    def check_crc(self, start: int, what: str) -> None:
-        expected = self.take(2, f"{what} CRC")
-        if _crc16(self.data[start:self.pos - 2]) != expected:
-            raise CorruptedFile(f"{what} CRC mismatch: the file is corrupted")
+            if shift >= 21:  # sides need at most 2 bytes; 3 are tolerated, more is garbage
+                raise CorruptedFile("header: image size field too long")
 
 
 def unpack(data: bytes) -> ItcFile:
-    """Parse an ``.itc`` file, checking magic, version, lengths and every CRC."""
-    r = _Reader(bytes(data))
-    if r.data[:len(MAGIC)] != MAGIC:
-        raise NotAnItcFile("not an .itc file (no 'ITC' magic at the start)")
-    r.pos = len(MAGIC)
-    version = r.take(1, "header")[0]
-    if version != VERSION:
-        raise UnsupportedVersion(f".itc format version {version}; this itc reads version {VERSION} (upgrade itc?)")
-    width, height = r.varint("header"), r.varint("header")
-    preset_code, quality, layout = r.take(3, "header")
-    fingerprint = r.take(FINGERPRINT_BYTES, "header")
-    n_strings, text_method = layout & 0x3, (layout >> 2) & 0xF
-    caption_crc = struct.unpack(">I", r.take(4, "header"))[0] if text_method else None
-    r.check_crc(0, "header")
+    """Parse an ``.itc`` file's fields (structure only: the check needs the decoded content)."""
+    data = bytes(data)
+    if data[:2] != MAGIC:
+        raise NotAnItcFile("not an .itc file (no 'IT' magic at the start)")
+    if data[:4] == b"ITC\x01":
+        raise UnsupportedVersion("this .itc file uses format version 1 (CompressAI's rANS strings), which this itc "
+                                 "no longer decodes (its decoder is not memory-safe on untrusted files): re-encode "
+                                 "the image with this itc")
+    if len(data) < 3:
+        raise TruncatedFile("file ends inside its header")
+    if data[2] != VERSION:
+        raise UnsupportedVersion(f".itc format version {data[2]}; this itc reads version {VERSION} (upgrade itc?)")
+    r = _Reader(data)
+    r.pos = 3
+    width, height = r.varint() + 1, r.varint() + 1
+    _check_size(width, height, CorruptedFile)
+    fields = r.take(1)[0]
+    method, preset_code, quality = fields & 0x7, fields >> 3 & 0x3, fields >> 5
+    if quality == _QUALITY_BYTE:
+        quality = r.take(1)[0]
+        if quality < _QUALITY_BYTE:
+            raise CorruptedFile("header: quality byte holds a quality the fields byte could")
+    if method > len(TEXT_METHODS):
+        raise CorruptedFile(f"header: unknown caption method code {method}")
+    fingerprint = r.take(1)[0]
     presets = {code: name for name, code in PRESET_CODES.items()}
-    if (layout >> 6 or n_strings == 0 or preset_code not in presets or not 0 < width <= MAX_SIDE
-            or not 0 < height <= MAX_SIDE):
-        raise CorruptedFile("header holds impossible values (reserved bits, preset or size)")
-    header_end = r.pos
-    strings = [r.take(r.varint("image section"), "image section") for _ in range(n_strings)]
-    r.check_crc(header_end, "image section")
-    image_end = r.pos
-    text = b""
-    if text_method:
-        text = r.take(r.varint("text section"), "text section")
-        r.check_crc(image_end, "text section")
-    if r.pos != len(data):
-        raise CorruptedFile(f"{len(data) - r.pos} unexpected bytes after the last section")
-    sizes = {"header": header_end, "image": image_end - header_end, "text": r.pos - image_end}
-    return ItcFile(width, height, presets[preset_code], quality, fingerprint, strings,
-                   text_method, text, caption_crc, sizes)
+    return ItcFile(width, height, presets[preset_code], quality, TEXT_METHODS[method - 1] if method else None,
+                   fingerprint, data[r.pos:-CHECK_BYTES], data[-CHECK_BYTES:], r.pos)
 
 
-def overhead_bytes(f: ItcFile) -> int:
-    """Bytes of ``pack(f)`` that are not entropy-coded payload (header, lengths, CRCs)."""
-    return len(pack(f)) - sum(map(len, f.image_strings)) - len(f.text)
+def sizes(data: bytes) -> dict:
+    """A file's fields and byte split, without any model (``itc inspect --sizes``); the check is not verified."""
+    f = unpack(data)
+    return {
+        "version": VERSION, "width": f.width, "height": f.height, "preset": f.preset, "quality": f.quality,
+        "text_method": f.text_method, "fingerprint": f"{f.fingerprint:02x}",
+        "bytes_header": f.header_bytes, "bytes_payload": len(f.payload), "bytes_check": CHECK_BYTES,
+        "bytes_total": len(data), "bpp_total": 8 * len(data) / (f.width * f.height),
+    }

@@ -31,7 +31,6 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import constriction
 import numpy as np
 import torch
 from PIL import Image
@@ -39,10 +38,13 @@ from PIL import Image
 from .caption_methods import LM_METHODS, METHOD_CODES, METHODS
 from .determinism import one_thread
 from .errors import ItcError
+from .rangecoder import StreamDecoder, StreamEncoder, StreamError
 
-__all__ = ["METHODS", "METHOD_CODES", "LM_METHODS", "CaptionPayload", "CaptionCodingError", "NextTokenModel",
-           "compress_caption", "decompress_caption", "compare_methods", "MAX_CAPTION_CHARS"]
+__all__ = ["METHODS", "METHOD_CODES", "LM_METHODS", "AC_METHODS", "CaptionPayload", "CaptionCodingError",
+           "NextTokenModel", "compress_caption", "decompress_caption", "encode_caption", "decode_caption",
+           "compare_methods", "MAX_CAPTION_CHARS"]
 
+AC_METHODS = ("lm-ac", "lmm-ac")  # range-coded: in an .itc file their tokens share the file's one stream
 MAX_CAPTION_CHARS = 20_000
 BLANK_GRAY = 128  # the context of the text-only methods: a uniform mid-gray image
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
@@ -175,47 +177,21 @@ class NextTokenModel:
 
 # ---------------------------------------------------------------- range coding with minimal termination
 
-def _categorical(p: np.ndarray):
-    return constriction.stream.model.Categorical(p, perfect=False)
-
-
-def _range_decode(data: bytes):
-    """A ``next_symbol(probs)`` closure over ``data`` (big-endian 32-bit words, zero-padded)."""
-    padded = data + bytes(-len(data) % 4) if data else bytes(4)
-    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(padded, dtype=">u4").astype(np.uint32))
-
+def _range_decode(stream: StreamDecoder):
+    """A ``next_symbol(probs)`` closure over ``stream`` (stops once the decoded information exceeds its budget)."""
     def next_symbol(p):
         try:
-            return decoder.decode(_categorical(p))
-        except (AssertionError, ValueError, RuntimeError) as err:  # constriction: "invalid compressed data"
-            raise CaptionCodingError(f"arithmetic-coded payload does not decode ({err})") from None
+            return stream.categorical(p[None], "caption")[0]
+        except StreamError as err:
+            raise CaptionCodingError(f"arithmetic-coded payload does not decode: {err}") from None
     return next_symbol
-
-
-def _decodes_to(data: bytes, probs: np.ndarray, symbols: np.ndarray) -> bool:
-    try:
-        next_symbol = _range_decode(data)
-        return all(next_symbol(p) == s for p, s in zip(probs, symbols))
-    except Exception:  # constriction raises on invalid data; that prefix simply does not work
-        return False
 
 
 def _range_encode(symbols: np.ndarray, probs: np.ndarray) -> bytes:
     """Range-code ``symbols`` and return the shortest byte prefix (or prefix + 1) that decodes back to them."""
-    encoder = constriction.stream.queue.RangeEncoder()
-    for s, p in zip(symbols, probs):
-        encoder.encode(np.int32(s), _categorical(p))
-    full = encoder.get_compressed().astype(">u4").tobytes()
-    # The flush writes up to two words more than needed; a few bytes from the end is where the shortest prefix is.
-    for k in range(max(0, len(full) - 8), len(full) + 1):
-        head = int.from_bytes(full[:k], "big") if k else 0
-        for value in (head, head + 1):
-            if value >= 256 ** k and k:
-                continue
-            candidate = value.to_bytes(k, "big") if k else b""
-            if _decodes_to(candidate, probs, symbols):
-                return candidate
-    return full
+    stream = StreamEncoder()
+    stream.categorical(symbols, probs, "caption")
+    return stream.finish()
 
 
 # ---------------------------------------------------------------- the methods
@@ -308,7 +284,7 @@ def decompress_caption(data: bytes, method: str, lm: NextTokenModel | None = Non
             return np.argsort(-p, kind="stable")[rank]
         tokens = lm.decode_stream(image, next_symbol)
     else:
-        tokens = lm.decode_stream(image, _range_decode(data))
+        tokens = lm.decode_stream(image, _range_decode(StreamDecoder(data)))
     return lm.detokenize(tokens)
 
 
@@ -321,3 +297,61 @@ def compare_methods(text: str, lm: NextTokenModel | None, context_image: Image.I
             continue
         out[method] = compress_caption(text, method, lm, context_image)
     return out
+
+
+# ---------------------------------------------------------------- inside an .itc file's stream
+
+_MAX_LENGTH_BYTES = 3  # varint of a byte count up to 2**21 > _MAX_BYTES
+
+
+def encode_caption(stream: StreamEncoder, text: str, method: str, lm: NextTokenModel | None = None,
+                   context_image: Image.Image | None = None) -> CaptionPayload:
+    """Code ``text`` into a file's ``stream`` (after the latents).
+
+    ``lm-ac``/``lmm-ac``: the tokens, EOS-terminated, with the LMM's probabilities (no framing at all;
+    the payload's ``data`` is empty, its bits are the stream's ``caption`` accounting). Other methods:
+    a varint byte count and the method's payload, 8 bits a byte.
+    """
+    if method not in AC_METHODS:
+        payload = compress_caption(text, method, lm, context_image)
+        n, length = len(payload.data), bytearray()
+        while True:
+            length.append(n & 0x7F | (0x80 if n >= 0x80 else 0))
+            n >>= 7
+            if not n:
+                break
+        stream.bytes(bytes(length) + payload.data, "caption")
+        return payload
+    _check(text)
+    if lm is None:
+        raise CaptionCodingError(f"{method} needs the preset's LMM")
+    tokens = np.array(lm.tokenize(text), dtype=np.int32)
+    probs = lm.distributions(_context(method, context_image), tokens.tolist())
+    stream.categorical(tokens, probs, "caption")
+    nll = float(-np.log2(probs[np.arange(len(tokens)), tokens]).sum())
+    return CaptionPayload(method, b"", len(text), len(tokens), nll)
+
+
+def decode_caption(stream: StreamDecoder, method: str, lm: NextTokenModel | None = None,
+                   context_image: Image.Image | None = None) -> str:
+    """The caption :func:`encode_caption` coded into ``stream``; stops once the stream's budget is spent."""
+    if method not in METHODS:
+        raise CaptionCodingError(f"unknown caption method {method!r}; valid: {', '.join(METHODS)}")
+    if method in AC_METHODS:
+        if lm is None:
+            raise CaptionCodingError(f"{method} needs the preset's LMM")
+        return lm.detokenize(lm.decode_stream(_context(method, context_image), _range_decode(stream)))
+    try:
+        n = shift = 0
+        for _ in range(_MAX_LENGTH_BYTES):
+            byte = stream.bytes(1, "caption")[0]
+            n |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        else:
+            raise CaptionCodingError("caption length field too long")
+        data = stream.bytes(n, "caption")  # the budget is checked before n bytes are decoded
+    except StreamError as err:
+        raise CaptionCodingError(f"caption does not decode: {err}") from None
+    return decompress_caption(data, method, lm, context_image)

@@ -7,6 +7,8 @@ not pay torch's import time for them.
 
 __all__ = ["METHODS", "METHOD_CODES", "LM_METHODS"]
 
-METHODS = ("utf8", "zlib", "lzma", "rank-zlib", "lm-ac", "lmm-ac")
-METHOD_CODES = {name: code for code, name in enumerate(METHODS, start=1)}  # stored in the .itc header (4 bits)
+from .bitstream import TEXT_METHODS  # torch-free; the .itc header stores a method's position here
+
+METHODS = TEXT_METHODS
+METHOD_CODES = {name: code for code, name in enumerate(METHODS, start=1)}  # standalone caption files' first byte
 LM_METHODS = ("rank-zlib", "lm-ac", "lmm-ac")

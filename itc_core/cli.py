@@ -160,13 +160,12 @@ def _encode(codec, image, args):
 
 
 def _encode_report(output, result, codec) -> list[str]:
-    p = result.payload
     lines = [f"{output}: {len(result.data)} bytes, {result.bpp:.4f} bpp "
-             f"({p.width}x{p.height}, preset {codec.config.name}, quality {result.quality})"]
+             f"({result.width}x{result.height}, preset {codec.config.name}, quality {result.quality})"]
     if result.caption is not None:
-        c = result.caption_payload
         source = result.caption_choice.describe() if result.caption_choice else "given"
-        lines.append(f"caption ({c.method}, {c.bits} bits, {source}): {result.caption}")
+        lines.append(f"caption ({result.caption_payload.method}, {result.bits['caption']:.1f} bits, {source}): "
+                     f"{result.caption}")
     return lines
 
 
@@ -286,21 +285,16 @@ def _decode_report(out, result) -> list[str]:
 
 
 def file_sizes(data: bytes) -> dict:
-    """Header and section sizes of ``.itc`` bytes, read without any model (no torch, no CompressAI).
+    """Fields and byte split of ``.itc`` bytes, read without any model (no torch, no CompressAI).
 
-    Keys: ``width``, ``height``, ``preset``, ``quality``, ``text_method`` (None without a caption),
-    ``bytes_total``, ``bpp_total`` and ``sections`` (name -> bytes, framing included; they add up to
-    ``bytes_total``).
+    :func:`itc_core.bitstream.sizes` plus ``sections`` (name -> bytes; they add up to ``bytes_total``).
+    The check is not verified: that needs the models (the full ``itc inspect``).
     """
     from . import bitstream
-    from .caption_methods import METHOD_CODES
 
-    f = bitstream.unpack(data)
-    names = {code: name for name, code in METHOD_CODES.items()}
-    method = names.get(f.text_method, f"code {f.text_method}") if f.text_method else None
-    return {"width": f.width, "height": f.height, "preset": f.preset, "quality": f.quality, "text_method": method,
-            "bytes_total": len(data), "bpp_total": 8 * len(data) / (f.width * f.height),
-            "sections": dict(f.section_bytes)}
+    info = bitstream.sizes(data)
+    info["sections"] = {"header": info["bytes_header"], "payload": info["bytes_payload"], "check": info["bytes_check"]}
+    return info
 
 
 def _inspect_sizes(args) -> None:
@@ -309,10 +303,11 @@ def _inspect_sizes(args) -> None:
         print(json.dumps(info))
         return
     print(f"{args.file}: {info['width']}x{info['height']}, preset {info['preset']}, LIC quality {info['quality']}, "
-          f"caption {info['text_method'] or 'none'}")
+          f"caption {info['text_method'] or 'none'}, format v{info['version']}")
     print(f"  total    {info['bytes_total']:6d} bytes  {info['bpp_total']:.4f} bpp")
-    for name, size in info["sections"].items():
-        print(f"  {name:8s} {size:6d} bytes")
+    for name, what in (("header", "size, preset, quality, method, fingerprint"),
+                       ("payload", "one range-coded stream: z, y, caption"), ("check", "CRC-16, not verified here")):
+        print(f"  {name:8s} {info['sections'][name]:6d} bytes  ({what})")
 
 
 def cmd_inspect(args) -> None:
@@ -323,24 +318,30 @@ def cmd_inspect(args) -> None:
 
     data = _read_bytes(args.file)
     f = bitstream.unpack(data)
-    caption = None
-    if f.text_method and not args.no_caption:
-        preset = args.preset or f.preset
-        if preset == "custom":
-            raise ItcError(f"{args.file} was encoded with a custom preset YAML: pass it with --preset PATH "
-                           "(or --no-caption)")
-        caption = ImageTextCodec.from_preset(preset).decode(data).caption
-    info = describe(data, caption)
+    preset = args.preset or f.preset
+    if preset == "custom":
+        raise ItcError(f"{args.file} was encoded with a custom preset YAML: pass it with --preset PATH")
+    codec = ImageTextCodec.from_preset(preset)
+    decoded = codec.decode(data, caption=not args.no_caption)
+    models = {"lic": codec.image_codec(f.quality).fingerprint[:12]}
+    if f.text_method in ("rank-zlib", "lm-ac", "lmm-ac") and not args.no_caption:
+        models["lmm"] = codec.lmm.fingerprint[:12]
+    info = describe(data, decoded, models)
     if args.json:
         print(json.dumps(info))
         return
-    print(f"{args.file}: {info['width']}x{info['height']}, preset {info['preset']}, LIC quality {info['quality']}")
-    print(f"  total    {info['bytes_total']:6d} bytes  {info['bpp_total']:.4f} bpp")
-    print(f"  image    {info['bytes_image']:6d} bytes  {info['bpp_image']:.4f} bpp  strings {info['bytes_per_string']}")
-    print(f"  text     {info['bytes_text']:6d} bytes  {info['bpp_text']:.4f} bpp  ({info['text_method'] or 'no caption'})")
-    print(f"  overhead {info['bytes_overhead']:6d} bytes (header, lengths, CRCs)")
-    print(f"  caption  {info['caption']!r}")
-    print(f"  models   {info['models']}")
+    bits, pixels = info["bits"], info["width"] * info["height"]
+    print(f"{args.file}: {info['width']}x{info['height']}, preset {info['preset']}, LIC quality {info['quality']}, "
+          f"format v{info['version']}")
+    print(f"  total       {info['bytes_total']:6d} bytes  {info['bpp_total']:.4f} bpp")
+    for part, what in (("header", "size, preset, quality, method, fingerprint"), ("z", "hyperlatents"),
+                       ("y", "latents"), ("caption", info["text_method"] or "no caption"),
+                       ("termination", "trimmed flush of the one stream"), ("check", "CRC-16")):
+        print(f"  {part:<11} {bits[part]:8.1f} bits  {bits[part] / pixels:.4f} bpp  ({what})")
+    verified = "verified" if info["check_verified"] else "not verified (--no-caption)"
+    print(f"  caption     {info['caption']!r}")
+    print(f"  check       {verified}")
+    print(f"  models      {info['models']}")
 
 
 def _caption_context(args, method: str):
@@ -502,11 +503,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, help=_THREADS_HELP)
     p.set_defaults(func=cmd_decode)
 
-    p = sub.add_parser("inspect", help="sizes, bpp split and models of an .itc file")
+    p = sub.add_parser("inspect", help="sizes, bits by part (z, y, caption, header) and models of an .itc file")
     p.add_argument("file")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--preset", help="a YAML path, for files encoded with a custom preset (default: the file's)")
-    p.add_argument("--no-caption", action="store_true", help="do not load the LMM to decode the caption")
+    p.add_argument("--no-caption", action="store_true",
+                   help="decode the image only (no LMM; the check, which covers the caption, is then not verified)")
     p.add_argument("--sizes", action="store_true", help="only the header and section sizes: no model is loaded")
     p.set_defaults(func=cmd_inspect)
 
@@ -548,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``itc``; returns the exit status."""
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no "Loading weights" bars around one-line errors
+    if "transformers" in sys.modules:  # already imported (e.g. main() called in-process): the variable came too late
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
     # CompressAI's import-time torch.jit.script deprecation notice is not the user's business.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
     args = build_parser().parse_args(argv)

@@ -17,36 +17,55 @@ arXiv 2411.13033)::
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from . import bitstream
-from .caption_codec import (LM_METHODS, METHOD_CODES, METHODS, CaptionCodingError, CaptionPayload,
-                            compress_caption, decompress_caption)
+from .caption_codec import (LM_METHODS, METHODS, CaptionCodingError, CaptionPayload, decode_caption,
+                            encode_caption)
 from .config import PRESETS, Config, load_config
 from .data import image_to_tensor, tensor_to_image, to_rgb
 from .errors import ConfigError
 
+from .rangecoder import StreamDecoder, StreamEncoder, StreamError
+
 if TYPE_CHECKING:  # image_codec imports CompressAI (seconds): only commands that code images pay for it
-    from .image_codec import ImageCodec, LicPayload
+    from .image_codec import ImageCodec
 
-__all__ = ["ImageTextCodec", "EncodeResult", "DecodeResult", "describe", "LMM_FINGERPRINT_BYTES"]
+__all__ = ["ImageTextCodec", "EncodeResult", "DecodeResult", "describe", "bits_split"]
 
-LMM_FINGERPRINT_BYTES = 2  # prefix of the text section for LM methods: decoding with another LMM is refused
-_METHOD_NAMES = {code: name for name, code in METHOD_CODES.items()}
+
+def bits_split(data: bytes, info: dict[str, float]) -> dict[str, float]:
+    """A file's bits by part: header, ``z``/``y``/``caption`` (the coder's −log2 p), termination, check.
+
+    ``termination`` is the payload's bits minus the information coded in it: what the
+    trimmed flush costs (it may be a few bits negative: the decoder's implicit zeros
+    past the end carry some). The parts sum to ``8·len(data)``.
+    """
+    f = bitstream.unpack(data)
+    parts = {"header": 8.0 * f.header_bytes}
+    parts.update({name: float(info.get(name, 0.0)) for name in ("z", "y", "caption")})
+    parts["termination"] = 8.0 * len(f.payload) - sum(info.values())
+    parts["check"] = 8.0 * bitstream.CHECK_BYTES
+    return parts
 
 
 @dataclass
 class EncodeResult:
-    """What ``encode`` made: the file's bytes, the reconstruction both sides see, the LIC and caption payloads."""
+    """What ``encode`` made: the file's bytes, the reconstruction both sides see, and the bits by part.
+
+    Attributes:
+        bits: :func:`bits_split` of the file, from the coder's own accounting.
+    """
 
     data: bytes
     reconstruction: Image.Image
-    payload: LicPayload
     quality: int
+    width: int
+    height: int
+    bits: dict[str, float]
     caption: str | None = None
     caption_payload: CaptionPayload | None = None
     notes: list[str] = field(default_factory=list)
@@ -55,60 +74,42 @@ class EncodeResult:
     @property
     def bpp(self) -> float:
         """All bits of the file (container included) per pixel."""
-        return 8 * len(self.data) / (self.payload.width * self.payload.height)
+        return 8 * len(self.data) / (self.width * self.height)
 
 
 @dataclass
 class DecodeResult:
-    """What ``decode`` made: the reconstruction, the caption (None when the file has none) and the file's fields."""
+    """What ``decode`` made: the reconstruction, the caption (None when the file has none), the fields and bits.
+
+    Attributes:
+        checked: whether the file's check was verified (False only for ``decode(..., caption=False)``
+            of a file with a caption: the check covers the caption).
+    """
 
     image: Image.Image
     file: bitstream.ItcFile
-    caption: str | None = None
+    caption: str | None
+    bits: dict[str, float]
+    checked: bool = True
 
 
-def _split_text(f: bitstream.ItcFile) -> tuple[str | None, bytes, bytes]:
-    """(method name, LMM fingerprint prefix, caption payload) of a file's text section."""
-    if not f.text_method:
-        return None, b"", b""
-    method = _METHOD_NAMES.get(f.text_method)
-    if method is None:
-        raise bitstream.CorruptedFile(f"unknown text method code {f.text_method}")
-    n = LMM_FINGERPRINT_BYTES if method in LM_METHODS else 0
-    if len(f.text) < n:
-        raise bitstream.CorruptedFile("text section shorter than its model fingerprint")
-    return method, f.text[:n], f.text[n:]
+def describe(data: bytes, decoded: DecodeResult | None = None, models: dict | None = None) -> dict:
+    """Sizes, bpp and bits split of an ``.itc`` file, as ``itc inspect --json`` prints them.
 
-
-def describe(data: bytes, caption: str | None = None) -> dict:
-    """Sizes, bpp split and model fields of an ``.itc`` file, as ``itc inspect --json`` prints them."""
-    f = bitstream.unpack(data)
-    method, lmm_fp, text = _split_text(f)
-    pixels = f.width * f.height
-    image_bytes = sum(map(len, f.image_strings))
-    text_bytes = len(text)
-    models = {"lic": f.lic_fingerprint.hex()}
-    if lmm_fp:
-        models["lmm"] = lmm_fp.hex()
-    return {
-        "width": f.width,
-        "height": f.height,
-        "preset": f.preset,
-        "quality": f.quality,
-        "bytes_total": len(data),
-        "bytes_image": image_bytes,
-        "bytes_text": text_bytes,
-        "bytes_overhead": len(data) - image_bytes - text_bytes,
-        "bytes_per_string": [len(s) for s in f.image_strings],
-        "bpp_total": 8 * len(data) / pixels,
-        "bpp_payload": 8 * (image_bytes + text_bytes) / pixels,
-        "bpp_image": 8 * image_bytes / pixels,
-        "bpp_text": 8 * text_bytes / pixels,
-        "bits_text": 8 * text_bytes,
-        "text_method": method,
-        "caption": caption,
-        "models": models,
-    }
+    Without ``decoded`` only the model-free fields (:func:`bitstream.sizes`); with it, the
+    split of bits by part from the decoder's accounting, the caption and whether the check held.
+    """
+    info = bitstream.sizes(data)
+    pixels = info["width"] * info["height"]
+    info["bytes_overhead"] = info["bytes_header"] + info["bytes_check"]
+    if decoded is not None:
+        bits = decoded.bits
+        info.update(bits=bits, caption=decoded.caption, check_verified=decoded.checked,
+                    bpp_image=(bits["z"] + bits["y"]) / pixels, bpp_text=bits["caption"] / pixels,
+                    bpp_overhead=(bits["header"] + bits["termination"] + bits["check"]) / pixels)
+    if models:
+        info["models"] = models
+    return info
 
 
 class ImageTextCodec:
@@ -177,14 +178,14 @@ class ImageTextCodec:
         """The LMM's caption of ``image`` (the original, at the encoder), selected as in :meth:`choose_caption`."""
         return self.choose_caption(image, select=select).text
 
-    def _lic_round_trip(self, image: Image.Image, quality: int | None):
-        lic = self.image_codec(quality)
-        payload = lic.compress(image_to_tensor(image))
-        return lic, payload, tensor_to_image(lic.decompress(payload.strings, payload.height, payload.width))
-
     def reconstruct(self, image: Image.Image, quality: int | None = None) -> Image.Image:
         """The LIC reconstruction of ``image`` at ``quality``: exactly what the decoder will see (and ``lmm-ac``'s context)."""
-        return self._lic_round_trip(to_rgb(image)[0], quality)[2]
+        return tensor_to_image(self.image_codec(quality).encode_to(StreamEncoder(), image_to_tensor(to_rgb(image)[0])))
+
+    def _models(self, lic: ImageCodec, method: str | None) -> tuple[bytes, object]:
+        """(full fingerprint of the models a file needs, the LMM or None)."""
+        lm = self.lmm if method in LM_METHODS else None
+        return bitstream.model_fingerprint(lic.fingerprint, lm.fingerprint if lm else None), lm
 
     def encode(self, image: Image.Image, quality: int | None = None, caption: str | bool | None = None,
                method: str | None = None, caption_select: str | None = None) -> EncodeResult:
@@ -197,31 +198,31 @@ class ImageTextCodec:
             caption_select: how the LMM's caption is chosen (default: the preset's ``caption.select``);
                 the decoder does not depend on it.
 
-        The encoder decodes its own strings, so ``reconstruction`` is exactly what
-        ``decode`` will give, and it is the context of the ``lmm-ac`` coder.
+        The latents and the caption share one range-coded stream; ``reconstruction``
+        is exactly what ``decode`` will give, and it is the context of the ``lmm-ac`` coder.
         """
         image, notes = to_rgb(image)
-        lic, payload, reconstruction = self._lic_round_trip(image, quality)
-        method = method or self.config.caption.method
-        if method not in METHODS:
-            raise ConfigError(f"unknown caption method {method!r}; valid: {', '.join(METHODS)}")
+        lic = self.image_codec(quality)
+        bitstream.header(bitstream.ItcFile(image.width, image.height, self.preset_code_name, lic.quality, None, 0,
+                                           b""))  # refuse an oversized image before coding it
+        stream = StreamEncoder()
+        reconstruction = tensor_to_image(lic.encode_to(stream, image_to_tensor(image)))
         choice = None
         if caption is None and self.config.caption.lmm:
             choice = self.choose_caption(image, reconstruction, caption_select, method)
             caption = choice.text
-        text_fields, caption_payload = {}, None
-        if isinstance(caption, str):
-            lm = self.lmm if method in LM_METHODS else None
-            caption_payload = compress_caption(caption, method, lm, reconstruction)
-            prefix = bytes.fromhex(lm.fingerprint)[:LMM_FINGERPRINT_BYTES] if lm else b""
-            text_fields = dict(text_method=METHOD_CODES[method], text=prefix + caption_payload.data,
-                               caption_crc=zlib.crc32(caption.encode("utf-8")))
-        f = bitstream.ItcFile(
-            width=payload.width, height=payload.height, preset=self.preset_code_name, quality=lic.quality,
-            lic_fingerprint=bytes.fromhex(lic.fingerprint)[:bitstream.FINGERPRINT_BYTES],
-            image_strings=payload.strings, **text_fields)
-        return EncodeResult(bitstream.pack(f), reconstruction, payload, lic.quality,
-                            caption if isinstance(caption, str) else None, caption_payload, notes, choice)
+        caption = caption if isinstance(caption, str) else None
+        method = (method or self.config.caption.method) if caption is not None else None
+        if method is not None and method not in METHODS:
+            raise ConfigError(f"unknown caption method {method!r}; valid: {', '.join(METHODS)}")
+        models, lm = self._models(lic, method)
+        caption_payload = None if caption is None else encode_caption(stream, caption, method, lm, reconstruction)
+        f = bitstream.ItcFile(image.width, image.height, self.preset_code_name, lic.quality, method,
+                              bitstream.fingerprint_byte(models), stream.finish())
+        body = bitstream.header(f) + f.payload
+        data = body + bitstream.check_value(models, body, caption, reconstruction.tobytes())
+        return EncodeResult(data, reconstruction, lic.quality, image.width, image.height,
+                            bits_split(data, stream.info), caption, caption_payload, notes, choice)
 
     def encode_at_bpp(self, image: Image.Image, target_bpp: float, caption: str | bool | None = None,
                       caption_select: str | None = None) -> EncodeResult:
@@ -251,41 +252,33 @@ class ImageTextCodec:
                 + (" (pass the same --preset YAML)" if f.preset == "custom" else f" (use --preset {f.preset})"))
         if f.quality not in self.config.image_codec.qualities:
             raise bitstream.ModelMismatch(f"file uses LIC quality {f.quality}, not offered by preset {self.config.name}")
-        lic = self.image_codec(f.quality)
-        expected = bytes.fromhex(lic.fingerprint)[:bitstream.FINGERPRINT_BYTES]
-        if f.lic_fingerprint != expected:
-            raise bitstream.ModelMismatch(
-                f"file was encoded with LIC weights {f.lic_fingerprint.hex()}, the loaded q{f.quality} weights "
-                f"are {expected.hex()}: decode with the encoder's weights")
-        if len(f.image_strings) != len(lic.latent_names):
-            raise bitstream.CorruptedFile(f"image section holds {len(f.image_strings)} strings, "
-                                          f"{lic.architecture} needs {len(lic.latent_names)}")
-        return lic
+        return self.image_codec(f.quality)
 
-    def _decode_caption(self, f: bitstream.ItcFile, reconstruction: Image.Image) -> str | None:
-        method, lmm_fp, text = _split_text(f)
-        if method is None:
-            return None
-        lm = self.lmm if method in LM_METHODS else None
-        if lm is not None and bytes.fromhex(lm.fingerprint)[:LMM_FINGERPRINT_BYTES] != lmm_fp:
-            raise bitstream.ModelMismatch(f"caption was coded with LMM {lmm_fp.hex()}, the loaded LMM is "
-                                          f"{lm.fingerprint[:2 * LMM_FINGERPRINT_BYTES]}: decode with the encoder's LMM")
-        try:
-            caption = decompress_caption(text, method, lm, reconstruction)
-        except CaptionCodingError as err:
-            raise bitstream.CorruptedFile(f"text section does not decode: {err}") from None
-        if zlib.crc32(caption.encode("utf-8")) != f.caption_crc:
-            raise bitstream.CorruptedFile(
-                "decoded caption fails its CRC-32: the text section is damaged, or this machine computes the "
-                "LMM's probabilities differently from the encoder's (other platform or library versions)")
-        return caption
+    def decode(self, data: bytes, caption: bool = True) -> DecodeResult:
+        """Rebuild the image and caption from ``.itc`` bytes; a bad or foreign file raises a ``BitstreamError``.
 
-    def decode(self, data: bytes) -> DecodeResult:
-        """Rebuild the image and caption from ``.itc`` bytes; a bad or foreign file raises a ``BitstreamError``."""
+        Decoding costs time in proportion to the file's size: the latents' count is checked against
+        the payload's bits before any model runs, and decoding stops once the decoded information
+        exceeds them. ``caption=False`` decodes the image only (no LMM; the check, which covers the
+        caption, is then verified only for files without one).
+        """
         f = bitstream.unpack(data)
         lic = self._check_file(f)
+        method = f.text_method if caption else None
+        models, lm = self._models(lic, method)
+        checked = method == f.text_method
+        if checked and bitstream.fingerprint_byte(models) != f.fingerprint:
+            what = f"LIC q{f.quality} {lic.fingerprint[:8]}" + (f" and LMM {lm.fingerprint[:8]}" if lm else "")
+            raise bitstream.ModelMismatch(f"file was encoded with other weights than this preset's ({what}): "
+                                          "decode with the encoder's weights")
+        stream = StreamDecoder(f.payload)
         try:
-            image = tensor_to_image(lic.decompress(f.image_strings, f.height, f.width))
-        except (RuntimeError, ValueError, IndexError) as err:  # CompressAI's decoder on strings it did not write
-            raise bitstream.CorruptedFile(f"image section does not decode ({type(err).__name__})") from None
-        return DecodeResult(image, f, self._decode_caption(f, image))
+            image = tensor_to_image(lic.decode_from(stream, f.height, f.width))
+            text = decode_caption(stream, method, lm, image) if method else None
+        except (StreamError, CaptionCodingError) as err:
+            raise bitstream.CorruptedFile(f"payload does not decode: {err}") from None
+        if checked and bitstream.check_value(models, data[:-bitstream.CHECK_BYTES], text, image.tobytes()) != f.check:
+            raise bitstream.CorruptedFile(
+                "the file's check fails: it is damaged, or was encoded with other weights, or this machine "
+                "computes the models differently from the encoder's (other platform or library versions)")
+        return DecodeResult(image, f, text, bits_split(data, stream.info), checked)

@@ -1,15 +1,19 @@
 """The learned image codec (LIC) stage: any CompressAI image model behind one small API.
 
     codec = ImageCodec.from_config(load_config("tiny").image_codec, quality=1)
-    payload = codec.compress(x)                 # x: (1, 3, H, W) float in [0, 1], any H, W
-    x_hat = codec.decompress(payload.strings, payload.height, payload.width)
-    payload.bits, payload.estimated_bits         # real entropy-coded bits vs -log2 likelihoods
+    stream = StreamEncoder()
+    x_hat = codec.encode_to(stream, x)          # x: (1, 3, H, W) float in [0, 1], any H, W
+    x_hat = codec.decode_from(StreamDecoder(stream.finish()), H, W)   # the same tensor, bit for bit
 
-``compress`` pads to the model's multiple of 64 (replicate padding, centred as
-in ``compressai.ops.compute_padding``), entropy-codes with CompressAI's range
-coder, and crops back on ``decompress``. Quality is always measured on the
-``decompress`` output: for autoregressive models ``forward()``'s ``x_hat`` is
-not what the decoder sees.
+``encode_to``/``decode_from`` code the latents into the file's one range-coded
+stream (``entropy.py``: memory-safe, bounded by the stream's size); that is the
+path of ``.itc`` files. ``compress``/``decompress`` are CompressAI's own rANS
+strings, kept as a cross-check and for the tiny-zoo training report: never
+give ``decompress`` untrusted strings (CompressAI's C++ decoder reads past its
+buffer on crafted ones). Both pad to the model's multiple of 64 (replicate
+padding, centred as in ``compressai.ops.compute_padding``) and crop back.
+Quality is always measured on the decoded output: for autoregressive models
+``forward()``'s ``x_hat`` is not what the decoder sees.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from compressai.zoo.image import model_architectures
 
 from .config import ImageCodecConfig, resolve_path
 from .determinism import one_thread
+from .entropy import LatentCoder
 from .errors import ConfigError, WeightsError
+from .rangecoder import StreamDecoder, StreamEncoder
 
 __all__ = ["ImageCodec", "LicPayload", "build_model", "load_weights", "state_fingerprint", "ARCHITECTURES"]
 
@@ -132,6 +138,14 @@ class ImageCodec:
         self.quality = quality
         self.net.update()  # no-op when the checkpoint already carries its CDF tables
         self.fingerprint = state_fingerprint(self.net)
+        self._coder = None
+
+    @property
+    def coder(self) -> LatentCoder:
+        """The one-stream latent coder (raises ``UnsupportedModel`` for autoregressive models)."""
+        if self._coder is None:
+            self._coder = LatentCoder(self.net)
+        return self._coder
 
     @classmethod
     def from_config(cls, cfg: ImageCodecConfig, quality: int | None = None) -> "ImageCodec":
@@ -189,3 +203,15 @@ class ImageCodec:
             x_hat = self.net.decompress([[s] for s in strings], shape)["x_hat"]
         _, unpad = compute_padding(height, width, min_div=PAD_MULTIPLE)
         return F.pad(x_hat, unpad).clamp_(0, 1)
+
+    def encode_to(self, stream: StreamEncoder, x: torch.Tensor) -> torch.Tensor:
+        """Code one image ``x`` (1, 3, H, W) in [0, 1] into ``stream``; returns the decoder's reconstruction."""
+        padded, unpad = self._pad(x)
+        return F.pad(self.coder.encode(stream, padded), unpad)
+
+    def decode_from(self, stream: StreamDecoder, height: int, width: int) -> torch.Tensor:
+        """The (1, 3, height, width) reconstruction coded in ``stream`` (see ``LatentCoder.decode`` for the bounds)."""
+        coder = self.coder  # refuse an unsupported model before any size arithmetic
+        pad, unpad = compute_padding(height, width, min_div=PAD_MULTIPLE)
+        x_hat = coder.decode(stream, height + pad[2] + pad[3], width + pad[0] + pad[1])
+        return F.pad(x_hat, unpad).nan_to_num_(0.0)  # a hostile stream's absurd latents give garbage, not NaN pixels

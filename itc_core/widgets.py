@@ -28,7 +28,7 @@ def quality_explorer(codec, image: Image.Image) -> W.Widget:
     def show(change=None):
         r = results[slider.value]
         decoded.value = _png(r.reconstruction)
-        label.value = f"<b>{len(r.data)} bytes</b>, {r.bpp:.4f} bpp (image strings {[len(s) for s in r.payload.strings]})"
+        label.value = f"<b>{len(r.data)} bytes</b>, {r.bpp:.4f} bpp (latents z {r.bits['z']:.0f} + y {r.bits['y']:.0f} bits)"
 
     slider.observe(show, names="value")
     show()

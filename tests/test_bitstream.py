@@ -1,100 +1,89 @@
-import zlib
+import subprocess
+import sys
 
 import pytest
 
 from itc_core import bitstream as B
 
 
-def make(with_text: bool = False, **kw) -> B.ItcFile:
-    fields = dict(width=64, height=64, preset="tiny", quality=1, lic_fingerprint=bytes.fromhex("a1b2c3"),
-                  image_strings=[b"\x01" * 17, b"\x02" * 8])
-    if with_text:
-        fields.update(text_method=5, text=b"\x05\x06\x07", caption_crc=zlib.crc32(b"a red circle"))
+def make(**kw) -> B.ItcFile:
+    fields = dict(width=64, height=64, preset="tiny", quality=1, text_method=None, fingerprint=0xA1,
+                  payload=b"\x01" * 15, check=b"\x12\x34")
     fields.update(kw)
-    return B.ItcFile(**fields)
+    f = B.ItcFile(**fields)
+    f.header_bytes = len(B.header(f))
+    return f
 
 
-@pytest.mark.parametrize("text", [False, True])
-def test_round_trip(text):
-    f = make(text)
+@pytest.mark.parametrize("kw", [{}, {"text_method": "lmm-ac"}, {"text_method": "utf8", "preset": "custom"},
+                                {"width": 1, "height": 16384, "quality": 255, "payload": b""},
+                                {"width": 4096, "height": 4096, "quality": 7, "preset": "paper"}])
+def test_round_trip(kw):
+    f = make(**kw)
     assert B.unpack(B.pack(f)) == f
 
 
-def test_large_and_odd_sizes_round_trip():
-    f = make(width=1, height=65536, image_strings=[b"x" * 300, b"", b"z"], preset="custom", quality=255)
-    assert B.unpack(B.pack(f)) == f
+def test_header_of_a_tiny_scene_is_7_bytes_and_the_check_2():
+    assert make().header_bytes == 7  # IT, version, 1+1 size, fields, fingerprint
+    assert make(text_method="lmm-ac").header_bytes == 7  # a caption costs no header byte
+    assert make(quality=9).header_bytes == 8  # qualities >= 7 take a byte of their own
+    assert make(width=768, height=512).header_bytes == 9
+    assert len(B.pack(make())) == 7 + 15 + 2
 
 
-def test_overhead_of_a_tiny_scene_is_18_bytes():
-    f = make()
-    assert B.overhead_bytes(f) == 18  # 14 header + 4 image section (two 1-byte lengths, CRC-16)
-    assert B.overhead_bytes(make(with_text=True)) == 18 + 4 + 1 + 2  # caption CRC-32, text length, text CRC-16
+def test_sizes_needs_no_model():
+    code = ("import sys; from itc_core import bitstream; bitstream.sizes(bytes.fromhex(sys.argv[1])); "
+            "bad = [m for m in ('torch', 'compressai', 'transformers', 'constriction') if m in sys.modules]; "
+            "sys.exit(f'imported {bad}' if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code, B.pack(make()).hex()], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    info = B.sizes(B.pack(make(text_method="zlib")))
+    assert info == {"version": 2, "width": 64, "height": 64, "preset": "tiny", "quality": 1, "text_method": "zlib",
+                    "fingerprint": "a1", "bytes_header": 7, "bytes_payload": 15, "bytes_check": 2,
+                    "bytes_total": 24, "bpp_total": 24 * 8 / 4096}
 
 
-@pytest.mark.parametrize("data", [b"", b"IT", b"PNG\x89", b"\x89PNG\r\n\x1a\n" + bytes(40)])
+@pytest.mark.parametrize("data", [b"", b"I", b"PNG\x89", b"\x89PNG\r\n\x1a\n" + bytes(40)])
 def test_not_an_itc_file(data):
     with pytest.raises(B.NotAnItcFile, match="not an .itc file"):
         B.unpack(data)
 
 
-def test_unsupported_version():
+def test_version_1_gets_a_re_encode_error_and_others_an_upgrade_hint():
+    with pytest.raises(B.UnsupportedVersion, match="version 1.*re-encode"):
+        B.unpack(b"ITC\x01" + bytes(30))
     data = bytearray(B.pack(make()))
-    data[3] = 9
+    data[2] = 9
     with pytest.raises(B.UnsupportedVersion, match="version 9"):
         B.unpack(bytes(data))
 
 
-@pytest.mark.parametrize("text", [False, True])
-def test_every_truncation_is_reported(text):
-    data = B.pack(make(text))
-    for n in range(4, len(data)):
+def test_every_header_truncation_is_reported():
+    data = B.pack(make(payload=b""))
+    for n in range(2, len(data)):
         with pytest.raises(B.TruncatedFile, match="file ends inside"):
             B.unpack(data[:n])
 
 
-@pytest.mark.parametrize("text", [False, True])
-def test_every_flipped_byte_is_caught(text):
-    data = B.pack(make(text))
-    for i in range(len(data)):
-        for bit in (0x01, 0x80):
-            bad = bytearray(data)
-            bad[i] ^= bit
-            with pytest.raises(B.BitstreamError):
-                B.unpack(bytes(bad))
-
-
-def test_flipped_payload_byte_is_a_crc_mismatch():
-    data = bytearray(B.pack(make(with_text=True)))
-    image_byte = 14 + 4 + 1 + 3  # inside the first image string
-    data[image_byte] ^= 0xFF
-    with pytest.raises(B.CorruptedFile, match="image section CRC mismatch"):
-        B.unpack(bytes(data))
-    data[image_byte] ^= 0xFF
-    data[-3] ^= 0xFF  # last byte of the text payload
-    with pytest.raises(B.CorruptedFile, match="text section CRC mismatch"):
-        B.unpack(bytes(data))
-
-
-def test_trailing_bytes_are_an_error():
-    with pytest.raises(B.CorruptedFile, match="unexpected bytes"):
-        B.unpack(B.pack(make()) + b"\x00")
-
-
-def test_pack_refuses_inconsistent_fields():
-    with pytest.raises(ValueError, match="1-3 image strings"):
-        B.pack(make(image_strings=[]))
-    with pytest.raises(ValueError, match="caption CRC"):
-        B.pack(make(text_method=5, text=b"x"))
+def test_impossible_fields_are_refused():
+    with pytest.raises(ValueError, match="sides of 1-16384"):
+        B.pack(make(width=20000))
+    with pytest.raises(ValueError, match="at most 16777216 pixels"):
+        B.pack(make(width=16384, height=2048))
     with pytest.raises(ValueError, match="unknown preset"):
         B.pack(make(preset="huge"))
+    ok = B.pack(make())
+    for forged, message in [(ok[:3] + B._varint(19999) * 2 + ok[5:], "20000x20000"),
+                            (ok[:3] + b"\xff\xff\xff\x7f" + ok[4:], "size field too long"),
+                            (ok[:5] + bytes([7]) + ok[6:], "caption method code 7"),
+                            (ok[:5] + bytes([7 << 5]) + b"\x03" + ok[6:], "quality byte")]:
+        with pytest.raises(B.CorruptedFile, match=message):
+            B.unpack(forged)
 
 
-def test_impossible_sizes_are_refused():
-    with pytest.raises(ValueError, match="sides of 1-65536"):
-        B.pack(make(width=70000))
-    data = bytearray(B.pack(make()))
-    data[4:5] = B._varint(70000)  # a huge width with a valid header CRC
-    header_end = len(data) - len(B.pack(make())) + 14
-    fixed = bytes(data[:header_end - 2]) + B._crc16(bytes(data[:header_end - 2])) + bytes(data[header_end:])
-    with pytest.raises(B.CorruptedFile, match="impossible values"):
-        B.unpack(fixed)
+def test_check_covers_models_body_caption_and_pixels():
+    base = B.check_value(b"m", b"body", "a red circle", b"\x00\x01")
+    for other in [(b"n", b"body", "a red circle", b"\x00\x01"), (b"m", b"bodz", "a red circle", b"\x00\x01"),
+                  (b"m", b"body", "a red circlf", b"\x00\x01"), (b"m", b"body", "a red circle", b"\x00\x02"),
+                  (b"m", b"body", None, b"\x00\x01")]:
+        assert B.check_value(*other) != base

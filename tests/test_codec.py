@@ -34,13 +34,26 @@ def test_higher_quality_costs_more_and_looks_better(tiny):
     assert sizes == sorted(sizes) and quality[-1] > quality[0] + 3
 
 
-def test_describe_splits_the_bytes(tiny):
+def test_describe_splits_the_bits(tiny):
     result = tiny.encode(sample(2_000_003)[0], caption=False)
-    info = describe(result.data)
-    assert info["bytes_total"] == len(result.data) == info["bytes_image"] + info["bytes_text"] + info["bytes_overhead"]
-    assert info["bytes_overhead"] == 18 and info["bytes_text"] == 0 and info["caption"] is None
+    decoded = tiny.decode(result.data)
+    info = describe(result.data, decoded)
+    assert info["bytes_total"] == len(result.data) == info["bytes_header"] + info["bytes_payload"] + 2
+    assert info["bytes_overhead"] == 9 and info["bits"]["caption"] == 0 and info["caption"] is None
+    assert sum(info["bits"].values()) == pytest.approx(8 * len(result.data))
+    assert info["bits"] == pytest.approx(result.bits) and info["check_verified"]
     assert info["bpp_total"] == pytest.approx(8 * len(result.data) / 4096)
-    assert info["models"]["lic"] == tiny.image_codec(1).fingerprint[:6]
+    assert info["bits"]["z"] > 0 and info["bits"]["y"] > 0 and abs(info["bits"]["termination"]) < 40
+
+
+def test_real_bits_track_the_models_estimate(tiny):
+    for seed in (2_000_006, 2_000_007):
+        image = sample(seed)[0]
+        for quality in tiny.config.image_codec.qualities:
+            result = tiny.encode(image, quality, caption=False)
+            estimate = sum(tiny.image_codec(quality).estimate_bits(image_to_tensor(image)))
+            payload = 8 * (len(result.data) - 9)
+            assert payload <= 1.02 * estimate + 16 + 8, (quality, payload, estimate)
 
 
 def test_odd_modes_and_sizes_encode(tiny):
@@ -62,7 +75,7 @@ def test_other_weights_are_refused_not_decoded(tmp_path):
     path_a = random_lic_preset(tmp_path, seed=0, name="a")
     path_b = random_lic_preset(tmp_path, seed=1, name="b")
     data = ImageTextCodec.from_preset(path_a).encode(sample(0)[0], caption=False).data
-    with pytest.raises(bitstream.ModelMismatch, match="encoded with LIC weights"):
+    with pytest.raises(bitstream.ModelMismatch, match="encoded with other weights"):
         ImageTextCodec.from_preset(path_b).decode(data)
 
 
@@ -80,3 +93,22 @@ def test_decode_is_deterministic_in_process(tiny):
     finally:
         torch.set_num_threads(1)
     assert tiny.decode(data).image.tobytes() == first
+
+
+def test_damaged_payloads_are_clean_errors(tiny):
+    data = tiny.encode(sample(2_000_008)[0], caption=False).data
+    for i in range(7, len(data)):
+        for bit in (0x01, 0x80):
+            bad = bytearray(data)
+            bad[i] ^= bit
+            with pytest.raises(bitstream.BitstreamError):
+                tiny.decode(bytes(bad))
+    with pytest.raises(bitstream.CorruptedFile):
+        tiny.decode(data[:-3] + data[-2:])  # a payload byte short
+
+
+def test_forged_huge_size_is_refused_before_decoding(tiny):
+    f = bitstream.unpack(tiny.encode(sample(2_000_009)[0], caption=False).data)
+    f.width = f.height = 4096
+    with pytest.raises(bitstream.CorruptedFile, match="needs at least"):
+        tiny.decode(bitstream.pack(f))
