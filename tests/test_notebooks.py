@@ -7,6 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+SMALL = {"02_semantic_finetuning.ipynb": {"FINETUNE_STEPS": 3}}  # per-notebook parameters that keep the suite short
 
 
 def test_there_are_notebooks():
@@ -26,7 +27,8 @@ def test_committed_without_outputs_and_parameters_first(path):
 def test_executes_with_papermill(path, tmp_path):
     papermill = pytest.importorskip("papermill")
     out_dir = tmp_path / path.stem
-    papermill.execute_notebook(str(path), str(tmp_path / path.name), parameters={"OUTPUT_DIR": str(out_dir), "N_SCENES": 4},
+    parameters = {"OUTPUT_DIR": str(out_dir), "N_SCENES": 4, **SMALL.get(path.name, {})}
+    papermill.execute_notebook(str(path), str(tmp_path / path.name), parameters=parameters,
                                cwd=str(path.parent), kernel_name="python3", progress_bar=False)
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics, "the last cell records key figures"
