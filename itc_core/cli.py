@@ -68,7 +68,12 @@ def cmd_decode(args) -> None:
     preset = args.preset or bitstream.unpack(data).preset
     if preset == "custom":
         raise ItcError(f"{args.file} was encoded with a custom preset YAML: pass it with --preset PATH")
-    result = ImageTextCodec.from_preset(preset).decode(data)
+    restore_args = {k: getattr(args, k) for k in ("steps", "guidance", "seed") if getattr(args, k) is not None}
+    if args.no_colour_fix:
+        restore_args["colour_fix"] = False
+    if args.no_restore and restore_args:
+        raise ItcError(f"--no-restore writes the bare reconstruction: drop --{'/--'.join(restore_args).replace('_', '-')}")
+    result = ImageTextCodec.from_preset(preset).decode(data, restore=not args.no_restore, **restore_args)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".part" + out.suffix)
     result.image.save(tmp, lossless=True) if out.suffix.lower() == ".webp" else result.image.save(tmp)
@@ -90,7 +95,7 @@ def cmd_inspect(args) -> None:
         if preset == "custom":
             raise ItcError(f"{args.file} was encoded with a custom preset YAML: pass it with --preset PATH "
                            "(or --no-caption)")
-        caption = ImageTextCodec.from_preset(preset).decode(data).caption
+        caption = ImageTextCodec.from_preset(preset).decode(data, restore=False).caption
     info = describe(data, caption)
     if args.json:
         print(json.dumps(info))
@@ -193,6 +198,17 @@ def cmd_tiny_zoo(args) -> None:
         acc = report["captioning_original"]
         print(f"lmm: exact captions {acc['exact']:.3f}, shape {acc['shape']:.3f}, colour {acc['colour']:.3f} "
               f"-> {root / 'lmm'}")
+    if args.only in (None, "restorer"):
+        from .tinyworld.train_restorer import RestorerRecipe, train_restorer
+        recipe = RestorerRecipe()
+        for key in ("steps", "batch_size", "max_minutes"):
+            if getattr(args, key) is not None:
+                setattr(recipe, key, getattr(args, key))
+        report = train_restorer(root / "restorer", root / "clip", work / "restorer", recipe, device=args.device)
+        for v in report["val"]:
+            print(f"restorer q{v['quality']}: PSNR {v['psnr_reconstruction']:.2f} dB (reconstruction) -> "
+                  f"{v['psnr_no_caption']:.2f} (no caption) -> {v['psnr_true_caption']:.2f} (true caption) "
+                  f"-> {root / 'restorer'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("-o", "--output", required=True, help="image to write (.png)")
     p.add_argument("--preset", help="a YAML path, for files encoded with a custom preset (default: the file's)")
+    p.add_argument("--no-restore", action="store_true", help="write the bare LIC reconstruction (no diffusion)")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
+    p.add_argument("--guidance", type=float, help="caption guidance scale (default: the preset's)")
+    p.add_argument("--seed", type=int, help="noise seed (default: the preset's)")
+    p.add_argument("--no-colour-fix", action="store_true", help="skip the wavelet colour fix")
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("inspect", help="sizes, bpp split and models of an .itc file")
@@ -237,10 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     p = sub.add_parser("tiny-zoo", help="retrain the tiny world's models into data/")
-    p.add_argument("--only", choices=["lic", "clip", "lmm"], help="which part to train (default: all, in order)")
+    p.add_argument("--only", choices=["lic", "clip", "lmm", "restorer"],
+                   help="which part to train (default: all, in order)")
     p.add_argument("--qualities", type=int, nargs="+", help="rate points to train (default: all)")
     p.add_argument("--steps", type=int, help="training steps per stage (default: the recipe's)")
     p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument("--device", default="cpu", help="restorer: where to train (cpu, cuda)")
+    p.add_argument("--batch-size", type=int, help="restorer: training batch (default: the recipe's)")
+    p.add_argument("--max-minutes", type=float, help="restorer: stop training after this long, then export")
     p.add_argument("--out", help="where the models go, one folder per part (default: data/tiny)")
     p.add_argument("--workdir", default="outputs/tiny-zoo", help="checkpoints for resuming")
     p.set_defaults(func=cmd_tiny_zoo)

@@ -8,10 +8,12 @@ arXiv 2411.13033)::
       └──► LMM caption ──► LMM text coder (context: reconstruction) ──┴──► .itc file
 
     .itc ──► LIC decoder ──► reconstruction ──► LMM text decoder ──► caption
+                                    └──────────┬───────────────────────┘
+                                               └──► diffusion restorer ──► image
 
     codec = ImageTextCodec.from_preset("tiny")
     result = codec.encode(image)            # PIL image, any mode and size; caption by the LMM
-    decoded = codec.decode(result.data)     # bit-identical reconstruction and the exact caption
+    decoded = codec.decode(result.data)     # bit-identical reconstruction, the exact caption, the restored image
 """
 
 from __future__ import annotations
@@ -56,11 +58,18 @@ class EncodeResult:
 
 @dataclass
 class DecodeResult:
-    """What ``decode`` made: the reconstruction, the caption (None when the file has none) and the file's fields."""
+    """What ``decode`` made: the reconstruction, the caption (None when the file has none), the file's fields
+    and the restored image (None when not restoring)."""
 
-    image: Image.Image
+    reconstruction: Image.Image
     file: bitstream.ItcFile
     caption: str | None = None
+    restored: Image.Image | None = None
+
+    @property
+    def image(self) -> Image.Image:
+        """The decoder's output: the restored image, or the reconstruction when not restoring."""
+        return self.reconstruction if self.restored is None else self.restored
 
 
 def _split_text(f: bitstream.ItcFile) -> tuple[str | None, bytes, bytes]:
@@ -114,6 +123,7 @@ class ImageTextCodec:
         self.config = config
         self._image_codecs: dict[int, ImageCodec] = {}
         self._lmm = None
+        self._restorer = None
 
     @classmethod
     def from_preset(cls, preset: str = "tiny") -> "ImageTextCodec":
@@ -139,6 +149,14 @@ class ImageTextCodec:
             from .captioner import load_lmm
             self._lmm = load_lmm(self.config.caption)
         return self._lmm
+
+    @property
+    def restorer(self):
+        """The preset's :class:`~itc_core.restorer.Restorer` (diffusers is imported on first use)."""
+        if self._restorer is None:
+            from .restorer import Restorer
+            self._restorer = Restorer(self.config.restorer)
+        return self._restorer
 
     def caption(self, image: Image.Image) -> str:
         """The LMM's caption of ``image`` (the original, at the encoder)."""
@@ -237,12 +255,24 @@ class ImageTextCodec:
                 "LMM's probabilities differently from the encoder's (other platform or library versions)")
         return caption
 
-    def decode(self, data: bytes) -> DecodeResult:
-        """Rebuild the image and caption from ``.itc`` bytes; a bad or foreign file raises a ``BitstreamError``."""
+    def decode(self, data: bytes, restore: bool | None = None, **restore_args) -> DecodeResult:
+        """Rebuild the reconstruction, the caption and the restored image from ``.itc`` bytes.
+
+        Args:
+            restore: run the restorer (default: when the preset has one); False gives the bare reconstruction.
+            restore_args: ``steps``, ``guidance``, ``seed``, ``colour_fix`` for
+                :meth:`~itc_core.restorer.Restorer.restore` (default: the preset's).
+
+        A bad or foreign file raises a ``BitstreamError``.
+        """
         f = bitstream.unpack(data)
         lic = self._check_file(f)
         try:
             image = tensor_to_image(lic.decompress(f.image_strings, f.height, f.width))
         except (RuntimeError, ValueError, IndexError) as err:  # CompressAI's decoder on strings it did not write
             raise bitstream.CorruptedFile(f"image section does not decode ({type(err).__name__})") from None
-        return DecodeResult(image, f, self._decode_caption(f, image))
+        caption = self._decode_caption(f, image)
+        if restore is None:
+            restore = self.config.restorer.kind is not None
+        restored = self.restorer.restore(image, caption, **restore_args) if restore else None
+        return DecodeResult(image, f, caption, restored)
