@@ -192,7 +192,7 @@ class Restorer:
             try:
                 if self.config.kind == "tiny":
                     self._pipe = TinyRestorerPipeline.from_pretrained(resolve_model(self.config.model),
-                                                                      torch_dtype=torch.float32)
+                                                                      dtype=torch.float32)
                 else:
                     self._pipe = _load_hub(self.config)
             except (OSError, ValueError) as err:

@@ -165,3 +165,25 @@ def test_cli_decode_restores_with_flags_and_same_seed_gives_same_bytes_in_a_fres
     assert bad.returncode == 2 and bad.stderr.startswith("itc: error:") and len(bad.stderr.strip().splitlines()) == 1
     bad = _itc("decode", tmp_path / "s.itc", "-o", tmp_path / "x.png", "--steps", "0")
     assert bad.returncode == 2 and "steps" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_recipe_trains_exports_resumes_and_loads(tmp_path):
+    from itc_core.config import data_dir
+    from itc_core.tinyworld import generate_scene
+    from itc_core.tinyworld.train_restorer import RestorerRecipe, recolour_scene, train_restorer
+
+    for seed in range(20):  # "trust the caption" samples: exactly one object changes colour, never to the background's
+        scene, k = recolour_scene(seed)
+        before = generate_scene(seed).objects[k]
+        assert scene.objects[k].colour not in (before.colour, scene.background)
+        assert [o for i, o in enumerate(scene.objects) if i != k] == [o for i, o in enumerate(generate_scene(seed).objects) if i != k]
+    recipe = RestorerRecipe(channels=(16, 16, 32), heads=(1, 1, 2), steps=2, batch_size=3, train_scenes=12,
+                            eval_scenes=2)
+    out, work = tmp_path / "restorer", tmp_path / "work"
+    report = train_restorer(out, data_dir() / "tiny" / "clip", work, recipe)
+    assert report["steps_done"] == 2 and [v["quality"] for v in report["val"]] == [1, 2]
+    assert torch.load(work / "restorer.pt", weights_only=True)["step"] == 2
+    recipe.steps = 3
+    assert train_restorer(out, data_dir() / "tiny" / "clip", work, recipe)["steps_done"] == 3
+    restored = Restorer(RestorerConfig(model=str(out))).restore(sample(6)[0], sample(6)[1], steps=1)
+    assert restored.size == (64, 64)

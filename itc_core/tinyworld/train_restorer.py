@@ -267,6 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--train-scenes", type=int)
     p.add_argument("--max-minutes", type=float)
+    p.add_argument("--channels", type=int, nargs=3, help="UNet widths at 16, 8 and 4 px (default 64 128 128)")
+    p.add_argument("--heads", type=int, nargs=3, help="attention heads per level (default 2 4 4)")
     p.add_argument("--threads", type=int)
     p.add_argument("--out", default=str(resolve_path("tiny/restorer")))
     p.add_argument("--clip", default=str(resolve_path("tiny/clip")))
@@ -275,9 +277,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = RestorerRecipe()
-    for key in ("steps", "batch_size", "lr", "train_scenes", "max_minutes"):
+    for key in ("steps", "batch_size", "lr", "train_scenes", "max_minutes", "channels", "heads"):
         if getattr(args, key) is not None:
-            setattr(recipe, key, getattr(args, key))
+            setattr(recipe, key, tuple(getattr(args, key)) if key in ("channels", "heads") else getattr(args, key))
     report = train_restorer(Path(args.out), Path(args.clip), Path(args.workdir), recipe, args.device)
     print(json.dumps({k: report[k] for k in ("steps_done", "train_seconds_this_run", "val")}, indent=1))
 
