@@ -4,7 +4,7 @@ Start with :class:`itc_core.codec.ImageTextCodec` (``from_preset("tiny")``, ``en
 the ``itc`` command wraps it. Modules: ``config`` (presets), ``image_codec`` (CompressAI LIC),
 ``captioner`` (LMM captions, CSV captions), ``caption_codec`` (lossless caption coding),
 ``bitstream`` (the ``.itc`` file), ``data`` (image reading), ``metrics``, ``evaluate`` (dataset runs),
-``tinyworld`` (scenes, recipes), ``viz`` and ``widgets`` (notebooks), ``cli``.
+``tinyworld`` (scenes, the referee, recipes), ``viz`` and ``widgets`` (notebooks), ``cli``.
 """
 
 __version__ = "0.1.0"

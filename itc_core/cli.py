@@ -198,6 +198,14 @@ def cmd_tiny_zoo(args) -> None:
         acc = report["captioning_original"]
         print(f"lmm: exact captions {acc['exact']:.3f}, shape {acc['shape']:.3f}, colour {acc['colour']:.3f} "
               f"-> {root / 'lmm'}")
+    if args.only in (None, "referee"):
+        from .tinyworld.train_referee import RefereeRecipe, train_referee
+        recipe = RefereeRecipe()
+        if args.steps is not None:
+            recipe.steps = args.steps
+        acc = train_referee(root / "referee", work / "referee", recipe)["test"]["test_originals"]
+        print(f"referee: exact scenes {acc['exact']:.3f}, shape {acc['shape']:.3f}, colour {acc['colour']:.3f}, "
+              f"pattern {acc['pattern']:.3f} on {recipe.eval_scenes} test originals -> {root / 'referee'}")
     if args.only in (None, "restorer"):
         from .tinyworld.train_restorer import RestorerRecipe, train_restorer
         recipe = RestorerRecipe()
@@ -258,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     p = sub.add_parser("tiny-zoo", help="retrain the tiny world's models into data/")
-    p.add_argument("--only", choices=["lic", "clip", "lmm", "restorer"],
+    p.add_argument("--only", choices=["lic", "clip", "lmm", "referee", "restorer"],
                    help="which part to train (default: all, in order)")
     p.add_argument("--qualities", type=int, nargs="+", help="rate points to train (default: all)")
     p.add_argument("--steps", type=int, help="training steps per stage (default: the recipe's)")

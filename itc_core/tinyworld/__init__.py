@@ -1,4 +1,8 @@
-"""The tiny world: seeded captioned scenes and the recipes that train the tiny model zoo (DESIGN §6)."""
+"""The tiny world: seeded captioned scenes, the referee and the recipes that train the tiny model zoo (DESIGN §6).
+
+The referee (the independent judge of tiny-world images) lives in :mod:`itc_core.tinyworld.referee`:
+``from itc_core.tinyworld.referee import Referee``.
+"""
 
 from .scenes import (  # noqa: F401
     COLOURS, PATTERNS, POSITIONS, SHAPES, SIZES, SPLITS, Scene, SceneObject,

@@ -139,12 +139,13 @@ def parse_caption(text: str) -> Scene:
 def caption_accuracy(predicted: list[str], seeds) -> dict:
     """Exact-caption match and per-attribute accuracy of ``predicted`` against scenes ``seeds``.
 
+    ``seeds`` may also hold :class:`Scene` objects (e.g. a scene whose caption was edited).
     Objects are matched by grid position; an unparseable caption counts every attribute wrong.
     """
     counts = {k: [0, 0] for k in ("shape", "colour", "size", "position", "count", "background", "pattern")}
     exact = 0
     for text, seed in zip(predicted, seeds):
-        truth = generate_scene(seed)
+        truth = seed if isinstance(seed, Scene) else generate_scene(seed)
         exact += text == caption(truth)
         try:
             guess = parse_caption(text)
