@@ -20,10 +20,11 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["ImageCodecConfig", "CaptionConfig", "RestorerConfig", "Config", "PRESETS", "PRESET_DIR", "load_config", "data_dir", "resolve_path", "resolve_model"]
+__all__ = ["ImageCodecConfig", "CaptionConfig", "RestorerConfig", "Config", "PRESETS", "RESTORER_KINDS", "PRESET_DIR", "load_config", "data_dir", "resolve_path", "resolve_model"]
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PRESETS = ("tiny", "laptop", "paper")
+RESTORER_KINDS = ("tiny", "sd-controlnet-img2img", "sd-img2img")
 
 
 @dataclass
@@ -209,9 +210,8 @@ def load_config(name_or_path: str = "tiny") -> Config:
 
 def _check_restorer(cfg: Config) -> None:
     r = cfg.restorer
-    kinds = ("tiny", "sd-controlnet-img2img", "sd-img2img")
-    if r.kind is not None and r.kind not in kinds:
-        raise ConfigError(f"{cfg.name}: restorer.kind {r.kind!r}; valid: {', '.join(kinds)} or null")
+    if r.kind is not None and r.kind not in RESTORER_KINDS:
+        raise ConfigError(f"{cfg.name}: restorer.kind {r.kind!r}; valid: {', '.join(RESTORER_KINDS)} or null")
     if r.kind and not r.model:
         raise ConfigError(f"{cfg.name}: restorer.kind {r.kind} needs restorer.model")
     if not isinstance(r.steps, int) or isinstance(r.steps, bool) or r.steps < 1:

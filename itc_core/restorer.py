@@ -36,13 +36,12 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from PIL import Image
 
+from .config import RESTORER_KINDS as KINDS
 from .config import RestorerConfig, resolve_model
 from .data import image_to_tensor, tensor_to_image
 from .errors import ConfigError, WeightsError
 
-__all__ = ["Restorer", "TinyRestorerPipeline", "wavelet_colour_fix", "encode_captions", "KINDS"]
-
-KINDS = ("tiny", "sd-controlnet-img2img", "sd-img2img")
+__all__ = ["Restorer", "TinyRestorerPipeline", "wavelet_colour_fix", "encode_captions", "coordinates", "KINDS"]
 
 
 def _wavelet_bands(x: torch.Tensor, levels: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
