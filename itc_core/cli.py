@@ -242,6 +242,11 @@ def cmd_decode(args) -> int:
 
     _set_threads(args)
     codecs = {}
+    restore_args = {k: getattr(args, k) for k in ("steps", "guidance", "seed") if getattr(args, k) is not None}
+    if args.no_colour_fix:
+        restore_args["colour_fix"] = False
+    if args.no_restore and restore_args:
+        raise ItcError(f"--no-restore writes the bare reconstruction: drop --{'/--'.join(restore_args).replace('_', '-')}")
 
     def decode(path) -> tuple:
         """(DecodeResult, file size) of one .itc file; the codec of each preset is loaded once."""
@@ -253,7 +258,7 @@ def cmd_decode(args) -> int:
             raise ItcError(f"{path} was encoded with a custom preset YAML: pass it with --preset PATH")
         if preset not in codecs:
             codecs[preset] = ImageTextCodec.from_preset(preset)
-        return codecs[preset].decode(data), len(data)
+        return codecs[preset].decode(data, restore=not args.no_restore, **restore_args), len(data)
 
     if not _is_batch(args.files, args.output):
         out = Path(args.output)
@@ -322,7 +327,7 @@ def cmd_inspect(args) -> None:
     if preset == "custom":
         raise ItcError(f"{args.file} was encoded with a custom preset YAML: pass it with --preset PATH")
     codec = ImageTextCodec.from_preset(preset)
-    decoded = codec.decode(data, caption=not args.no_caption)
+    decoded = codec.decode(data, caption=not args.no_caption, restore=False)
     models = {"lic": codec.image_codec(f.quality).fingerprint[:12]}
     if f.text_method in ("rank-zlib", "lm-ac", "lmm-ac") and not args.no_caption:
         models["lmm"] = codec.lmm.fingerprint[:12]
@@ -400,6 +405,13 @@ def cmd_caption_decompress(args) -> None:
     sys.stdout.write(text + "\n")
 
 
+def _train_device(choice: str | None) -> str:
+    """``cpu`` or ``cuda`` for the recipes that need one: ``auto`` takes a GPU when there is one; unset: CPU."""
+    import torch
+
+    return "cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu"
+
+
 def cmd_tiny_zoo(args) -> None:
     import torch
 
@@ -439,8 +451,7 @@ def cmd_tiny_zoo(args) -> None:
         if args.steps is not None:
             recipe.steps = args.steps
         report = train_lmm(root / "lmm", root / "clip", work / "lmm", recipe, lic_dir=root / "lic",
-                           device="cuda" if args.device == "auto" and torch.cuda.is_available() else
-                           (args.device if args.device in ("cpu", "cuda") else "cpu"))
+                           device=_train_device(args.device))
         acc = report["captioning_original"]
         print(f"lmm: exact captions {acc['exact']:.3f}, shape {acc['shape']:.3f}, colour {acc['colour']:.3f} "
               f"-> {root / 'lmm'}")
@@ -452,6 +463,18 @@ def cmd_tiny_zoo(args) -> None:
         acc = train_referee(root / "referee", work / "referee", recipe)["test"]["test_originals"]
         print(f"referee: exact scenes {acc['exact']:.3f}, shape {acc['shape']:.3f}, colour {acc['colour']:.3f}, "
               f"pattern {acc['pattern']:.3f} on {recipe.eval_scenes} test originals -> {root / 'referee'}")
+    if args.only in (None, "restorer"):
+        from .tinyworld.train_restorer import RestorerRecipe, train_restorer
+        recipe = RestorerRecipe()
+        for key in ("steps", "batch_size", "max_minutes"):
+            if getattr(args, key) is not None:
+                setattr(recipe, key, getattr(args, key))
+        report = train_restorer(root / "restorer", root / "clip", work / "restorer", recipe,
+                                device=_train_device(args.device))
+        for v in report["val"]:
+            print(f"restorer q{v['quality']}: PSNR {v['psnr_reconstruction']:.2f} dB (reconstruction) -> "
+                  f"{v['psnr_no_caption']:.2f} (no caption) -> {v['psnr_true_caption']:.2f} (true caption) "
+                  f"-> {root / 'restorer'}")
 
 
 def cmd_finetune(args) -> None:
@@ -501,6 +524,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "directory (end it with / to decode a single file into a directory)")
     p.add_argument("--preset", help="a YAML path, for files encoded with a custom preset (default: the file's)")
     p.add_argument("--threads", type=_positive_int, help=_THREADS_HELP)
+    p.add_argument("--no-restore", action="store_true", help="write the bare LIC reconstruction (no diffusion)")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
+    p.add_argument("--guidance", type=float, help="caption guidance scale (default: the preset's)")
+    p.add_argument("--seed", type=int, help="noise seed (default: the preset's)")
+    p.add_argument("--no-colour-fix", action="store_true", help="skip the wavelet colour fix")
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("inspect", help="sizes, bits by part (z, y, caption, header) and models of an .itc file")
@@ -533,12 +561,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("tiny-zoo", help="retrain the tiny world's models into data/")
-    p.add_argument("--only", choices=["lic", "lic-semantic", "clip", "lmm", "referee"],
+    p.add_argument("--only", choices=["lic", "lic-semantic", "clip", "lmm", "referee", "restorer"],
                    help="which part to train (default: all but lic-semantic, in order)")
     p.add_argument("--qualities", type=int, nargs="+", help="rate points to train (default: all)")
     p.add_argument("--steps", type=int, help="training steps per stage (default: the recipe's)")
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: the recipe's)")
+    p.add_argument("--batch-size", type=int, help="restorer: training batch (default: the recipe's)")
     p.add_argument("--max-minutes", type=float, help="stop each training early after this long (reported as such)")
     p.add_argument("--out", help="where the models go, one folder per part (default: data/tiny)")
     p.add_argument("--workdir", default="outputs/tiny-zoo", help="checkpoints for resuming")

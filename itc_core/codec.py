@@ -8,10 +8,12 @@ arXiv 2411.13033)::
       └──► LMM caption ──► LMM text coder (context: reconstruction) ──┴──► .itc file
 
     .itc ──► LIC decoder ──► reconstruction ──► LMM text decoder ──► caption
+                                    └──────────┬───────────────────────┘
+                                               └──► diffusion restorer ──► image
 
     codec = ImageTextCodec.from_preset("tiny")
     result = codec.encode(image)            # PIL image, any mode and size; caption by the LMM
-    decoded = codec.decode(result.data)     # bit-identical reconstruction and the exact caption
+    decoded = codec.decode(result.data)     # bit-identical reconstruction, the exact caption, the restored image
 """
 
 from __future__ import annotations
@@ -79,18 +81,25 @@ class EncodeResult:
 
 @dataclass
 class DecodeResult:
-    """What ``decode`` made: the reconstruction, the caption (None when the file has none), the fields and bits.
+    """What ``decode`` made: the reconstruction, the caption (None when the file has none), the fields and bits,
+    and the restored image (None when not restoring).
 
     Attributes:
         checked: whether the file's check was verified (False only for ``decode(..., caption=False)``
             of a file with a caption: the check covers the caption).
     """
 
-    image: Image.Image
+    reconstruction: Image.Image
     file: bitstream.ItcFile
     caption: str | None
     bits: dict[str, float]
     checked: bool = True
+    restored: Image.Image | None = None
+
+    @property
+    def image(self) -> Image.Image:
+        """The decoder's output: the restored image, or the reconstruction when not restoring."""
+        return self.reconstruction if self.restored is None else self.restored
 
 
 def describe(data: bytes, decoded: DecodeResult | None = None, models: dict | None = None) -> dict:
@@ -120,6 +129,7 @@ class ImageTextCodec:
         self._image_codecs: dict[int, ImageCodec] = {}
         self._lmm = None
         self._clip = None
+        self._restorer = None
 
     @classmethod
     def from_preset(cls, preset: str = "tiny") -> "ImageTextCodec":
@@ -154,6 +164,14 @@ class ImageTextCodec:
             from .captioner import load_clip
             self._clip = load_clip(self.config.caption.clip)
         return self._clip
+
+    @property
+    def restorer(self):
+        """The preset's :class:`~itc_core.restorer.Restorer` (diffusers is imported on first use)."""
+        if self._restorer is None:
+            from .restorer import Restorer
+            self._restorer = Restorer(self.config.restorer)
+        return self._restorer
 
     def choose_caption(self, image: Image.Image, reconstruction: Image.Image | None = None, select: str | None = None,
                        method: str | None = None):
@@ -254,13 +272,21 @@ class ImageTextCodec:
             raise bitstream.ModelMismatch(f"file uses LIC quality {f.quality}, not offered by preset {self.config.name}")
         return self.image_codec(f.quality)
 
-    def decode(self, data: bytes, caption: bool = True) -> DecodeResult:
-        """Rebuild the image and caption from ``.itc`` bytes; a bad or foreign file raises a ``BitstreamError``.
+    def decode(self, data: bytes, caption: bool = True, restore: bool | None = None, **restore_args) -> DecodeResult:
+        """Rebuild the reconstruction, the caption and the restored image from ``.itc`` bytes.
+
+        A bad or foreign file raises a ``BitstreamError``.
+
+        Args:
+            caption: decode the caption too; False decodes the image only (no LMM; the check, which covers
+                the caption, is then verified only for files without one).
+            restore: run the restorer (default: when the preset has one); False gives the bare reconstruction.
+            restore_args: ``steps``, ``guidance``, ``seed``, ``colour_fix`` for
+                :meth:`~itc_core.restorer.Restorer.restore` (default: the preset's).
 
         Decoding costs time in proportion to the file's size: the latents' count is checked against
         the payload's bits before any model runs, and decoding stops once the decoded information
-        exceeds them. ``caption=False`` decodes the image only (no LMM; the check, which covers the
-        caption, is then verified only for files without one).
+        exceeds them.
         """
         f = bitstream.unpack(data)
         lic = self._check_file(f)
@@ -281,4 +307,7 @@ class ImageTextCodec:
             raise bitstream.CorruptedFile(
                 "the file's check fails: it is damaged, or was encoded with other weights, or this machine "
                 "computes the models differently from the encoder's (other platform or library versions)")
-        return DecodeResult(image, f, text, bits_split(data, stream.info), checked)
+        if restore is None:
+            restore = self.config.restorer.kind is not None
+        restored = self.restorer.restore(image, text, **restore_args) if restore else None
+        return DecodeResult(image, f, text, bits_split(data, stream.info), checked, restored)

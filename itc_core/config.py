@@ -21,11 +21,13 @@ import yaml
 from .caption_methods import LM_METHODS, METHODS
 from .errors import ConfigError
 
-__all__ = ["ImageCodecConfig", "CaptionConfig", "Config", "PRESETS", "PRESET_DIR", "SELECT_MODES", "load_config", "data_dir", "resolve_path", "resolve_model"]
+__all__ = ["ImageCodecConfig", "CaptionConfig", "RestorerConfig", "Config", "PRESETS", "PRESET_DIR", "SELECT_MODES",
+           "RESTORER_KINDS", "load_config", "data_dir", "resolve_path", "resolve_model"]
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PRESETS = ("tiny", "laptop", "paper")
 SELECT_MODES = ("greedy", "rerank", "rate-aware")  # caption.select: which caption the encoder codes (captioner.py)
+RESTORER_KINDS = ("tiny", "sd-controlnet-img2img", "sd-img2img")
 
 
 @dataclass
@@ -107,6 +109,38 @@ class CaptionConfig:
 
 
 @dataclass
+class RestorerConfig:
+    """The decoder's diffusion restorer (``itc_core.restorer``).
+
+    Attributes:
+        kind: ``tiny`` (trained here), ``sd-controlnet-img2img`` (SD 1.5 + tile ControlNet),
+            ``sd-img2img`` (e.g. SD-Turbo), or null: no restorer, decoding gives the reconstruction.
+        model: the pipeline: a hub id, an absolute path or a folder under the data directory.
+        controlnet: the ControlNet for ``sd-controlnet-img2img``.
+        scheduler: a diffusers scheduler class name replacing the model's (null: keep it).
+        steps: denoising steps (img2img runs ``int(steps * strength)`` of them).
+        strength: img2img strength (hub kinds).
+        guidance: classifier-free guidance scale (tiny: 1 = the caption alone, 0 = no caption).
+        negative_prompt: hub kinds, used when guidance > 1.
+        controlnet_scale: ControlNet conditioning scale.
+        colour_fix: DiffBIR's wavelet colour fix against the reconstruction.
+        seed: the noise seed.
+    """
+
+    kind: str | None = "tiny"
+    model: str | None = "tiny/restorer"
+    controlnet: str | None = None
+    scheduler: str | None = None
+    steps: int = 4
+    strength: float = 1.0
+    guidance: float = 1.0
+    negative_prompt: str | None = None
+    controlnet_scale: float = 1.0
+    colour_fix: bool = True
+    seed: int = 0
+
+
+@dataclass
 class Config:
     """A whole codec configuration. ``name`` is the preset's name (or the user file's stem)."""
 
@@ -114,6 +148,7 @@ class Config:
     description: str = ""
     image_codec: ImageCodecConfig = field(default_factory=ImageCodecConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
+    restorer: RestorerConfig = field(default_factory=RestorerConfig)
 
 
 def data_dir() -> Path:
@@ -208,6 +243,7 @@ def load_config(name_or_path: str = "tiny") -> Config:
     if cap.lmm and not (cap.prompt or cap.question):
         raise ConfigError(f"{cfg.name}: caption needs a prompt or a question for the LMM")
     _check_selection(cfg.name, cap)
+    _check_restorer(cfg)
     return cfg
 
 
@@ -229,6 +265,22 @@ def _check_selection(name: str, cap: CaptionConfig) -> None:
             raise ConfigError(f"{name}: caption.{key} must be a number >= 0, got {value!r}")
     if cap.repetition_penalty == 0:
         raise ConfigError(f"{name}: caption.repetition_penalty must be > 0 (1.0: off)")
+
+
+def _check_restorer(cfg: Config) -> None:
+    r = cfg.restorer
+    if r.kind is not None and r.kind not in RESTORER_KINDS:
+        raise ConfigError(f"{cfg.name}: restorer.kind {r.kind!r}; valid: {', '.join(RESTORER_KINDS)} or null")
+    if r.kind and not r.model:
+        raise ConfigError(f"{cfg.name}: restorer.kind {r.kind} needs restorer.model")
+    if not isinstance(r.steps, int) or isinstance(r.steps, bool) or r.steps < 1:
+        raise ConfigError(f"{cfg.name}: restorer.steps must be a positive integer, got {r.steps!r}")
+    if not isinstance(r.colour_fix, bool):
+        raise ConfigError(f"{cfg.name}: restorer.colour_fix must be true or false, got {r.colour_fix!r}")
+    for key in ("strength", "guidance", "controlnet_scale"):
+        value = getattr(r, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"{cfg.name}: restorer.{key} must be a number >= 0, got {value!r}")
 
 
 def resolve_model(ref: str) -> str:

@@ -507,7 +507,7 @@ def compare_lic_variants(codecs: dict, seeds, qualities: list[int]) -> list[dict
     for name, codec in codecs.items():
         for q in qualities:
             results = [codec.encode(im, q, caption=False) for im in originals]
-            decoded = [codec.decode(r.data).image for r in results]
+            decoded = [codec.decode(r.data, restore=False).reconstruction for r in results]
             x_hat = torch.cat([image_to_tensor(im) for im in decoded])
             acc = referee.accuracy(x_hat, seeds)
             rows.append({

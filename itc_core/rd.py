@@ -52,7 +52,7 @@ def lic_points(preset, images: list[Image.Image], qualities=None) -> list[dict]:
         bpps, psnrs = [], []
         for image in images:
             result = codec.encode(image, q, caption=False)
-            decoded = codec.decode(result.data).image
+            decoded = codec.decode(result.data, restore=False).reconstruction
             bpps.append(result.bpp)
             psnrs.append(psnr(image_to_tensor(image), image_to_tensor(decoded)))
         rows.append({"quality": q, "bpp": float(np.mean(bpps)), "psnr_db": float(np.mean(psnrs))})

@@ -10,7 +10,9 @@ __all__ = ["image_grid", "rate_distortion", "bars", "scatter_by_group", "trainin
 
 def image_grid(images: dict[str, Image.Image], scale: float = 2.5):
     """One row of images with their titles, pixels kept sharp; returns the Figure."""
-    fig, axes = plt.subplots(1, len(images), figsize=(scale * len(images), scale * 1.15), squeeze=False)
+    title_lines = max(t.count("\n") + 1 for t in images)
+    fig, axes = plt.subplots(1, len(images), figsize=(scale * len(images), scale * 1.15 + 0.18 * (title_lines - 1)),
+                             squeeze=False)
     for ax, (title, image) in zip(axes[0], images.items()):
         ax.imshow(image, interpolation="nearest")
         ax.set_title(title, fontsize=9)

@@ -7,7 +7,7 @@ import io
 import ipywidgets as W
 from PIL import Image
 
-__all__ = ["quality_explorer", "caption_editor"]
+__all__ = ["quality_explorer", "caption_editor", "restoration_explorer"]
 
 
 def _png(image: Image.Image, scale: int = 4) -> bytes:
@@ -57,3 +57,35 @@ def caption_editor(lm, context_image: Image.Image, text: str = "") -> W.Widget:
     box.observe(show, names="value")
     show()
     return W.VBox([W.HTML("<b>Caption</b> (edit me)"), box, table])
+
+
+def restoration_explorer(restorer, reconstruction: Image.Image, caption: str, referee=None,
+                         original: Image.Image | None = None) -> W.Widget:
+    """Sliders for steps, guidance and seed, a colour-fix box and an editable caption; shows the restored image
+    (and, given a ``referee``, its reading and distance to ``original``). Edit "red" to "blue" and watch."""
+    steps = W.IntSlider(value=restorer.config.steps, min=1, max=20, description="steps")
+    guidance = W.FloatSlider(value=restorer.config.guidance, min=0.0, max=5.0, step=0.25, description="guidance")
+    seed = W.IntText(value=restorer.config.seed, description="seed")
+    fix = W.Checkbox(value=restorer.config.colour_fix, description="colour fix")
+    box = W.Textarea(value=caption, layout=W.Layout(width="100%", height="4em"), continuous_update=False)
+    shown = W.Image(format="png")
+    label = W.HTML()
+
+    def show(change=None):
+        out = restorer.restore(reconstruction, box.value, steps=steps.value, guidance=guidance.value, seed=seed.value,
+                               colour_fix=fix.value)
+        shown.value = _png(out)
+        if referee is not None:
+            reading = referee.read([out])[0]
+            dist = f", distance to the original {float(referee.distance([out], [original])[0]):.4f}" if original else ""
+            label.value = f"<small>referee reads: <i>{reading}</i>{dist}</small>"
+
+    for w in (steps, guidance, seed, fix, box):
+        w.observe(show, names="value")
+    show()
+    panels = [W.VBox([W.HTML("reconstruction"), W.Image(value=_png(reconstruction), format="png")]),
+              W.VBox([W.HTML("restored"), shown])]
+    if original is not None:
+        panels.insert(0, W.VBox([W.HTML("original"), W.Image(value=_png(original), format="png")]))
+    return W.VBox([W.HTML("<b>Caption</b> (edit me)"), box, W.HBox([steps, guidance]), W.HBox([seed, fix]),
+                   W.HBox(panels), label])

@@ -1,0 +1,189 @@
+"""The restorer: colour fix, the tiny pipeline, the hub pipelines (tiny random components of the real classes), wiring."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from itc_core.codec import ImageTextCodec
+from itc_core.config import RestorerConfig, load_config
+from itc_core.data import image_to_tensor
+from itc_core.errors import ConfigError, WeightsError
+from itc_core.restorer import Restorer, TinyRestorerPipeline, wavelet_colour_fix
+from itc_core.tinyworld import sample
+
+
+def test_colour_fix_is_identity_on_the_reference_and_removes_a_colour_cast():
+    x = image_to_tensor(sample(2_000_020)[0])
+    assert torch.allclose(wavelet_colour_fix(x, x), x, atol=1e-5)
+    cast = (x + torch.tensor([0.2, -0.1, 0.0])[:, None, None]).clamp(0, 1)
+    fixed = wavelet_colour_fix(cast, x)
+    assert (fixed - x).abs().mean() < 0.3 * (cast - x).abs().mean()
+    assert (fixed - x).abs().mean() > 0  # high bands come from the restored image
+
+
+def tiny_random_pipeline(directory, seed: int = 0):
+    """A small random TinyRestorerPipeline saved with save_pretrained; returns the folder."""
+    from diffusers import DDIMScheduler
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from itc_core.tinyworld.tokenizer import train_tokenizer
+    from itc_core.tinyworld.train_restorer import RestorerRecipe, build_unet
+
+    torch.manual_seed(seed)
+    tok = train_tokenizer(vocab_size=300, n_captions=200)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, max_position_embeddings=48, pad_token_id=tok.pad_token_id,
+                                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+    unet = build_unet(RestorerRecipe(channels=(16, 16, 32), heads=(1, 1, 2)), cross_attention_dim=16)
+    scheduler = DDIMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="sample", clip_sample=False,
+                              set_alpha_to_one=True, timestep_spacing="trailing")
+    path = directory / f"restorer-{seed}"
+    TinyRestorerPipeline(unet, scheduler, text, tok).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_restorer(tmp_path_factory):
+    return Restorer(RestorerConfig(model=str(tiny_random_pipeline(tmp_path_factory.mktemp("restorer")))))
+
+
+def test_tiny_pipeline_is_seeded_and_follows_its_arguments(tiny_restorer):
+    image, text = sample(2_000_021)
+    a = tiny_restorer.restore(image, text, steps=2, seed=3)
+    assert a.size == image.size and a.mode == "RGB"
+    assert tiny_restorer.restore(image, text, steps=2, seed=3).tobytes() == a.tobytes()
+    assert tiny_restorer.restore(image, text, steps=2, seed=4).tobytes() != a.tobytes()
+    assert tiny_restorer.restore(image, text, steps=2, seed=3, colour_fix=False).tobytes() != a.tobytes()
+    odd = image.crop((0, 0, 37, 21))  # any size: padded to the UNet's multiple, cropped back
+    assert tiny_restorer.restore(odd, "", steps=1).size == (37, 21)
+
+
+def test_restore_without_restorer_or_with_bad_arguments():
+    image = sample(2_000_022)[0]
+    assert Restorer(RestorerConfig(kind=None)).restore(image, "a caption") is image
+    with pytest.raises(ConfigError):
+        Restorer(RestorerConfig(kind="magic"))
+    with pytest.raises(WeightsError, match="restorer"):
+        Restorer(RestorerConfig(model="/nonexistent/restorer")).restore(image, "")
+
+
+def test_config_checks_the_restorer_section(tmp_path):
+    assert load_config("tiny").restorer.kind == "tiny"
+    for bad in ({"kind": "magic"}, {"steps": 0}, {"guidance": -1}, {"colour_fix": "yes"}):
+        path = tmp_path / "bad.yaml"
+        path.write_text(json.dumps({"base": "tiny", "restorer": bad}))
+        with pytest.raises(ConfigError, match="restorer"):
+            load_config(str(path))
+
+
+def _hub_components(directory):
+    """Tiny random SD img2img pipeline and ControlNet folders (diffusers' own test sizes), offline tokenizer."""
+    from diffusers import (AutoencoderKL, ControlNetModel, DDIMScheduler, StableDiffusionImg2ImgPipeline,
+                           UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    torch.manual_seed(0)
+    blocks = dict(block_out_channels=(4, 8), layers_per_block=2, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                  cross_attention_dim=32, norm_num_groups=1)
+    unet = UNet2DConditionModel(sample_size=32, in_channels=4, out_channels=4,
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), **blocks)
+    controlnet = ControlNetModel(in_channels=4, conditioning_embedding_out_channels=(16, 32), **blocks)
+    vae = AutoencoderKL(block_out_channels=[4, 8], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=2,
+                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2)
+    chars = list(bytes_to_unicode().values())
+    vocab = {t: i for i, t in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+    text = CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=5,
+                                        vocab_size=len(vocab), bos_token_id=vocab["<|startoftext|>"],
+                                        eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"]))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False)
+    pipe = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                          safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(directory / "sd")
+    controlnet.save_pretrained(directory / "controlnet")
+    return directory / "sd", directory / "controlnet"
+
+
+@pytest.mark.parametrize("kind", ["sd-img2img", "sd-controlnet-img2img"])
+def test_hub_restorers_run_the_real_pipelines_end_to_end(tmp_path, kind):
+    sd, controlnet = _hub_components(tmp_path)
+    cfg = RestorerConfig(kind=kind, model=str(sd), controlnet=str(controlnet) if "controlnet" in kind else None,
+                         scheduler="EulerDiscreteScheduler", steps=4, strength=0.5, guidance=3.0,
+                         negative_prompt="blurry", colour_fix=False)
+    restorer = Restorer(cfg)
+    restorer.pipeline.set_progress_bar_config(disable=True)
+    assert type(restorer.pipeline.scheduler).__name__ == "EulerDiscreteScheduler"
+    if "controlnet" in kind:
+        assert type(restorer.pipeline).__name__ == "StableDiffusionControlNetImg2ImgPipeline"
+    image, text = sample(2_000_023)
+    a = restorer.restore(image, text, seed=1)
+    assert a.size == (64, 64)
+    assert restorer.restore(image, text, seed=1).tobytes() == a.tobytes()
+    assert restorer.restore(image, text, seed=2).tobytes() != a.tobytes()
+    assert restorer.restore(image.crop((0, 0, 48, 40)), text, seed=1).size == (48, 40)
+
+
+def test_codec_decode_returns_reconstruction_and_restored_image(tiny_restorer):
+    codec = ImageTextCodec.from_preset("tiny")
+    codec._restorer = tiny_restorer
+    image, text = sample(2_000_024)
+    result = codec.encode(image, caption=text, method="utf8")
+    decoded = codec.decode(result.data, steps=2, seed=5)
+    assert decoded.reconstruction.tobytes() == result.reconstruction.tobytes()
+    assert decoded.image is decoded.restored
+    assert decoded.restored.tobytes() == tiny_restorer.restore(result.reconstruction, text, steps=2, seed=5).tobytes()
+    bare = codec.decode(result.data, restore=False)
+    assert bare.restored is None and bare.image is bare.reconstruction
+
+
+def _itc(*args):
+    """``itc`` in a fresh process with the tests' one torch thread (restored pixels may move by one level with the
+    thread count: sums are ordered differently)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "itc_core.cli", *map(str, args)], capture_output=True, text=True, env=env)
+
+
+def test_cli_decode_restores_with_flags_and_same_seed_gives_same_bytes_in_a_fresh_process(tmp_path):
+    """The shipped tiny restorer: in-process decode and a fresh `itc decode` agree byte for byte."""
+    image, text = sample(2_000_025)
+    codec = ImageTextCodec.from_preset("tiny")
+    (tmp_path / "s.itc").write_bytes(codec.encode(image, caption=text, method="utf8").data)
+    done = _itc("decode", tmp_path / "s.itc", "-o", tmp_path / "a.png", "--seed", "7", "--steps", "2", "--guidance", "2")
+    assert done.returncode == 0, done.stderr
+    here = codec.decode((tmp_path / "s.itc").read_bytes(), seed=7, steps=2, guidance=2.0)
+    assert Image.open(tmp_path / "a.png").tobytes() == here.restored.tobytes()
+    assert _itc("decode", tmp_path / "s.itc", "-o", tmp_path / "bare.png", "--no-restore").returncode == 0
+    assert Image.open(tmp_path / "bare.png").tobytes() == here.reconstruction.tobytes()
+    bad = _itc("decode", tmp_path / "s.itc", "-o", tmp_path / "x.png", "--no-restore", "--steps", "3")
+    assert bad.returncode == 2 and bad.stderr.startswith("itc: error:") and len(bad.stderr.strip().splitlines()) == 1
+    bad = _itc("decode", tmp_path / "s.itc", "-o", tmp_path / "x.png", "--steps", "0")
+    assert bad.returncode == 2 and "steps" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_recipe_trains_exports_resumes_and_loads(tmp_path):
+    from itc_core.config import data_dir
+    from itc_core.tinyworld import generate_scene
+    from itc_core.tinyworld.train_restorer import RestorerRecipe, recolour_scene, train_restorer
+
+    for seed in range(20):  # "trust the caption" samples: exactly one object changes colour, never to the background's
+        scene, k = recolour_scene(seed)
+        before = generate_scene(seed).objects[k]
+        assert scene.objects[k].colour not in (before.colour, scene.background)
+        assert [o for i, o in enumerate(scene.objects) if i != k] == [o for i, o in enumerate(generate_scene(seed).objects) if i != k]
+    recipe = RestorerRecipe(channels=(16, 16, 32), heads=(1, 1, 2), steps=2, batch_size=3, train_scenes=12,
+                            eval_scenes=2)
+    out, work = tmp_path / "restorer", tmp_path / "work"
+    report = train_restorer(out, data_dir() / "tiny" / "clip", work, recipe)
+    assert report["steps_done"] == 2 and [v["quality"] for v in report["val"]] == [1, 2]
+    assert torch.load(work / "restorer.pt", weights_only=True)["step"] == 2
+    recipe.steps = 3
+    assert train_restorer(out, data_dir() / "tiny" / "clip", work, recipe)["steps_done"] == 3
+    restored = Restorer(RestorerConfig(model=str(out))).restore(sample(6)[0], sample(6)[1], steps=1)
+    assert restored.size == (64, 64)
