@@ -21,11 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import WeightsError
+from .tinyworld.train_clip import CLIP_MEAN, CLIP_STD, _text_batch
 
 __all__ = ["ClipFeatures", "LpipsStyle", "LpipsPackage", "ClipIqa", "ClipI2T", "build_semantic_terms", "load_clip"]
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IQA_PROMPTS = ("Good photo.", "Bad photo.")
 
 
@@ -78,14 +77,7 @@ class ClipFeatures(nn.Module):
         probe = tok("a").input_ids
         if probe and probe[-1] == tok.eos_token_id:  # a hub CLIP tokenizer adds BOS/EOS itself
             return tok(texts, padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt")
-        ids = [tok(t, add_special_tokens=False).input_ids[: self.max_text_tokens - 1] + [tok.eos_token_id] for t in texts]
-        width = max(map(len, ids))
-        input_ids = torch.full((len(ids), width), tok.pad_token_id)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for i, row in enumerate(ids):
-            input_ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-        return {"input_ids": input_ids, "attention_mask": mask}
+        return _text_batch(tok, texts, self.max_text_tokens)  # the tiny tokenizer: EOS appended as in training
 
     @torch.no_grad()
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:
