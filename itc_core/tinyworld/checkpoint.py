@@ -1,4 +1,5 @@
-"""Resumable training state for the tiny-zoo recipes: atomic saves, ``weights_only`` loads."""
+"""Shared machinery of the tiny-zoo recipes: resumable training state (atomic saves, ``weights_only`` loads)
+and the ``python -m`` entry points' recipe flags."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "add_recipe_arguments", "recipe_from_arguments"]
 
 
 def save_checkpoint(path: Path, step: int, gen: torch.Generator, **parts) -> None:
@@ -27,3 +28,18 @@ def load_checkpoint(path: Path, gen: torch.Generator, **parts) -> int:
         part.load_state_dict(state[name])
     gen.set_state(state["gen"])
     return int(state["step"])
+
+
+def add_recipe_arguments(parser, recipe_cls) -> None:
+    """One ``--field value`` flag per field of the recipe dataclass ``recipe_cls``, defaulting to the recipe's."""
+    from dataclasses import fields
+
+    for f in fields(recipe_cls):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+
+
+def recipe_from_arguments(args, recipe_cls):
+    """The ``recipe_cls`` instance that the flags of :func:`add_recipe_arguments` describe."""
+    from dataclasses import fields
+
+    return recipe_cls(**{f.name: getattr(args, f.name) for f in fields(recipe_cls)})

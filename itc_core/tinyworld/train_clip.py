@@ -22,7 +22,7 @@ import json
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import add_recipe_arguments, load_checkpoint, recipe_from_arguments, save_checkpoint
 from .scenes import COLOURS, SHAPES, SIZES, batch, caption, generate_scene, split_seeds
 from .tokenizer import train_tokenizer
 
@@ -225,8 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     from ..config import data_dir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for f in fields(ClipRecipe):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    add_recipe_arguments(parser, ClipRecipe)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--out", default=str(data_dir() / "tiny" / "clip-rerank"), help="where the model goes")
@@ -234,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    recipe = ClipRecipe(**{f.name: getattr(args, f.name) for f in fields(ClipRecipe)})
+    recipe = recipe_from_arguments(args, ClipRecipe)
     command = "python -m itc_core.tinyworld.train_clip " + " ".join(argv if argv is not None else sys.argv[1:])
     report = train_clip(Path(args.out), Path(args.workdir), recipe, args.device, command)
     print(json.dumps({k: report[k] for k in ("retrieval_top1", "true_caption_beats_every_variant")}))

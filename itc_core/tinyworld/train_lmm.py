@@ -28,7 +28,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ from transformers import (AutoTokenizer, CLIPImageProcessor, CLIPModel, CLIPVisi
 from ..caption_codec import BLANK_GRAY  # the text-only context: a mid-gray image both coder ends can make
 from ..config import data_dir, load_config
 from ..image_codec import ImageCodec
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import add_recipe_arguments, load_checkpoint, recipe_from_arguments, save_checkpoint
 from .scenes import SHAPES, batch, caption, caption_accuracy, generate_scene, split_seeds
 from .train_clip import CLIP_MEAN, CLIP_STD, pixel_tensor, warmup_cosine
 
@@ -309,8 +309,7 @@ def train_lmm(out_dir: Path, clip_dir: Path, workdir: Path, recipe: LmmRecipe | 
 def main(argv: list[str] | None = None) -> None:
     """``python -m itc_core.tinyworld.train_lmm``: any recipe field as ``--field value``, plus device and folders."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for f in fields(LmmRecipe):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    add_recipe_arguments(parser, LmmRecipe)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--out", default=str(data_dir() / "tiny" / "lmm"), help="where the model goes")
@@ -320,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    recipe = LmmRecipe(**{f.name: getattr(args, f.name) for f in fields(LmmRecipe)})
+    recipe = recipe_from_arguments(args, LmmRecipe)
     command = "python -m itc_core.tinyworld.train_lmm " + " ".join(argv if argv is not None else sys.argv[1:])
     report = train_lmm(Path(args.out), Path(args.clip), Path(args.workdir), recipe, Path(args.lic), args.device, command)
     print(json.dumps({k: v for k, v in report.items() if k.startswith("captioning")}, indent=1))
