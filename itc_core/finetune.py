@@ -132,9 +132,13 @@ def load_finetune_config(source: str | Path | dict, overrides: dict | None = Non
         if not path.is_file() and (RECIPE_DIR / f"{source}.yaml").is_file():
             path = RECIPE_DIR / f"{source}.yaml"
         if not path.is_file():
-            recipes = ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))
-            raise ConfigError(f"{source}: no such config file (recipes: {recipes})")
+            raise ConfigError(f"{source}: no such config file (a run YAML; the docstring of itc_core/finetune.py "
+                              "shows one)")
         values = _read_yaml(path)
+        zoo_keys = sorted({"rate_points", "qualities", "lambda", "test_scenes"} & set(values))
+        if zoo_keys:
+            raise ConfigError(f"{source} is a tiny-zoo recipe ({', '.join(zoo_keys)}: several runs): train it with "
+                              "`itc tiny-zoo --only lic` or `--only lic-semantic`")
     cfg = _build(FinetuneConfig, _merge(values, overrides or {}), str(source) if not isinstance(source, dict) else "config")
     if cfg.train.schedule not in ("cosine", "step", "constant"):
         raise ConfigError(f"train.schedule {cfg.train.schedule!r}; valid: cosine, step, constant")

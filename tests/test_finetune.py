@@ -38,6 +38,8 @@ def test_config_errors_name_the_bad_value(tmp_path):
         load_finetune_config({"train": {"stpes": 3}})
     with pytest.raises(ConfigError, match="no such config"):
         load_finetune_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="tiny-zoo recipe"):  # a recipe name resolves, and says how it is run
+        load_finetune_config("tiny-lic")
     from itc_core.tinyworld.train_lic import load_lic_recipe
 
     zoo = load_lic_recipe()  # the shipped LIC recipe is a finetune run plus a λ per rate point
