@@ -249,6 +249,8 @@ def _matrices(rows: list[dict], methods: tuple[str, str], key: str):
                 table[(r["method"], r["point"], r["image"])] = r
     points = {m: sorted(p, key=str) for m, p in points.items()}
     images = sorted({img for (_, _, img) in table}, key=str)
+    if not all(points.values()):  # a method with no rows: no curve to compare
+        images = []
     images = [i for i in images if all((m, p, i) in table for m in methods for p in points[m])]
     arrays = {m: tuple(np.array([[table[(m, p, i)][f] for p in points[m]] for i in images], dtype=np.float64)
                        .reshape(len(images), len(points[m])) for f in ("bpp", key)) for m in methods}
