@@ -3,7 +3,7 @@
 Quality of each decoded image against its original, with what the preset has::
 
     scorer = Scorer.for_codec(codec, referee=Referee.load())      # tiny world: the referee judges
-    scorer.score(originals, decoded, captions, truths)             # [{"psnr": ..., "ssim": ..., "clip_image": ...}, ...]
+    scorer.score(originals, decoded, captions, truths)             # [{"psnr": ..., "ssim": ..., ...}, ...]
 
 Keys (only those that apply): ``psnr`` (dB), ``ssim``, ``ms_ssim`` (shorter side over 160 px),
 ``lpips`` (hub presets, the ``lpips`` package: VGG for ``paper``, AlexNet otherwise), ``clip_image``

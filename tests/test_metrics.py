@@ -1,4 +1,4 @@
-"""Per-image scores, Bjøntegaard deltas (orientation, analytic cases, overlap), bootstrap intervals, reported curves."""
+"""Per-image scores, Bjøntegaard deltas (orientation, analytic cases, overlap), bootstrap intervals, reported curve."""
 
 import math
 import re
