@@ -89,6 +89,8 @@ def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_images()
     width = {k: r["bd_rate_ci"][1] - r["bd_rate_ci"][0] for k, r in (("few", few), ("many", many))}
     assert width["many"] < width["few"] / 2
     assert bd_with_ci(image_rows(12), "a", "b", "lpips", n_boot=200) == few  # seeded
+    shuffled = [image_rows(12)[i] for i in np.random.default_rng(3).permutation(12 * 2 * len(RATES))]
+    assert bd_with_ci(shuffled, "a", "b", "lpips", n_boot=200) == few  # rows in any order (resumed, sharded runs)
     assert bd_with_ci(image_rows(12), "a", "b", "lpips", n_boot=200, seed=1)["bd_rate_ci"] != few["bd_rate_ci"]
 
 
