@@ -321,9 +321,17 @@ def reported_curves(path: str | Path | None = None) -> dict[str, list[dict]]:
 
     ``path`` defaults to ``data/reference/paper_kodak_lpips_vgg.csv`` (provenance in its README).
     """
+    from .errors import ItcError
+
     path = Path(path) if path else REPORTED_CSV
+    if not path.is_file():
+        raise ItcError(f"{path}: no such reported-curves CSV")
     curves: dict[str, list[dict]] = {}
     with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            curves.setdefault(r["method"], []).append({"bpp": float(r["bpp"]), "lpips_vgg": float(r["lpips_vgg"])})
+        try:
+            for r in csv.DictReader(f):
+                curves.setdefault(r["method"], []).append({"bpp": float(r["bpp"]), "lpips_vgg": float(r["lpips_vgg"])})
+        except (KeyError, TypeError, ValueError) as err:
+            raise ItcError(f"{path}: expected columns method,bpp,lpips_vgg with numbers ({type(err).__name__}: "
+                           f"{err})") from None
     return {m: sorted(c, key=lambda p: p["bpp"]) for m, c in curves.items()}

@@ -12,6 +12,7 @@ from PIL import Image
 from itc_core import rd
 from itc_core.codec import ImageTextCodec
 from itc_core.config import load_config
+from itc_core.errors import ItcError
 from itc_core.metrics import (LOWER_IS_BETTER, REPORTED_CSV, Scorer, bd_quality, bd_rate, bd_with_ci, lpips_net,
                               monotone, reported_curves)
 from itc_core.tinyworld import sample, split_seeds
@@ -179,6 +180,14 @@ def test_reported_curve_bd_rate_matches_the_reference_readme():
         measured = bd_rate(curves["misc"], curves["ours_itc_paper"], "lpips_vgg", method=method)
         assert measured == pytest.approx(value, abs=0.05 + 1e-9), method
     assert bd_rate(curves["ours_itc_paper"], curves["misc"], "lpips_vgg") > 0
+
+
+def test_reported_curves_loader_errors(tmp_path):
+    with pytest.raises(ItcError, match="no such"):
+        reported_curves(tmp_path / "none.csv")
+    (tmp_path / "bad.csv").write_text("method,bpp\nx,0.1\n")
+    with pytest.raises(ItcError, match="expected columns"):
+        reported_curves(tmp_path / "bad.csv")
 
 
 def test_reported_curves_plot_dashed_and_labelled():
