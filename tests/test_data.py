@@ -1,7 +1,9 @@
 import csv
 import hashlib
 import http.server
+import shutil
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
@@ -296,3 +298,18 @@ def test_offline_and_http_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("itc: error: cannot reach") and err.count("\n") == 1
     with FileServer({}) as server, pytest.raises(DownloadError, match="HTTP 404"):
         download(tmp_path, server.url, sums)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("preset, steps", [
+    ("paper", ["-m itc_core.data kodak", "HF_HUB_OFFLINE=0", "--preset paper", "--dataset kodak",
+               "--out outputs/eval-paper"]),
+    ("tiny", ["HF_HUB_OFFLINE=1", "--preset tiny", "--dataset tiny", "--out outputs/eval-tiny"]),
+])
+def test_make_reproduce_recipe(preset, steps):
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["make", "-n", "-C", str(root), "reproduce", f"PRESET={preset}", "-o", ".venv/.installed"],
+                         capture_output=True, text=True, check=True).stdout
+    positions = [out.find(step) for step in steps]
+    assert -1 not in positions and positions == sorted(positions), out
+    assert preset != "tiny" or "itc_core.data kodak" not in out
