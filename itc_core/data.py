@@ -28,6 +28,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -230,10 +231,12 @@ def _kodak_files() -> list[Path]:
 
 
 def _folder_dataset(spec: str, files: list[Path], captions: str | Path | None, limit: int | None) -> Dataset:
-    stems = [p.stem for p in files]
+    stems = Counter(p.stem for p in files)
     # Two files with one stem (a.png, a.jpg): keep the whole file name so that names stay unique.
-    names = [p.name if stems.count(p.stem) > 1 else p.stem for p in files]
-    table = _read_captions(captions) if captions is not None else None
+    names = [p.name if stems[p.stem] > 1 else p.stem for p in files]
+    table = read_captions_csv(captions) if captions is not None else {}
+    # A CSV row names a file ("a.png") or a stem ("a"); a stem matches only when one file has it.
+    by_stem = {Path(key).stem: text for key, text in table.items()}
     by_name = dict(zip(names, files))
     if limit is not None:
         names = names[:limit]
@@ -241,8 +244,8 @@ def _folder_dataset(spec: str, files: list[Path], captions: str | Path | None, l
     def load(name: str) -> Item:
         path = by_name[name]
         image, notes = load_image(path)
-        caption = table.get(path.name, table.get(path.stem)) if table is not None else None
-        return Item(name, image, caption, None, tuple(notes))
+        caption = table.get(path.name) or (by_stem.get(path.stem) if stems[path.stem] == 1 else None)
+        return Item(name, image, caption or None, None, tuple(notes))  # an empty CSV cell is no caption
 
     return Dataset(spec, names, load)
 
@@ -275,14 +278,6 @@ def read_captions_csv(path: str | Path) -> dict[str, str]:
             return {row[name]: row[text] for row in reader if row.get(name) and row.get(text) is not None}
     except (UnicodeDecodeError, csv.Error) as err:
         raise ItcError(f"{path}: not a readable UTF-8 CSV ({err})") from None
-
-
-def _read_captions(path: str | Path) -> dict[str, str]:
-    """Captions by image file name and by stem."""
-    table = read_captions_csv(path)
-    for key, text in list(table.items()):
-        table.setdefault(Path(key).stem, text)
-    return table
 
 
 # ---------------------------------------------------------------------------------------------- Kodak download

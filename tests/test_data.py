@@ -313,3 +313,13 @@ def test_make_reproduce_recipe(preset, steps):
     positions = [out.find(step) for step in steps]
     assert -1 not in positions and positions == sorted(positions), out
     assert preset != "tiny" or "itc_core.data kodak" not in out
+
+
+def test_names_stay_unique_and_empty_captions_are_none(tmp_path):
+    Image.new("RGB", (4, 4)).save(tmp_path / "x.png")
+    Image.new("RGB", (4, 4)).save(tmp_path / "x.jpg")
+    Image.new("RGB", (4, 4)).save(tmp_path / "y.png")
+    write_csv(tmp_path / "captions.csv", [("x.png", "the png"), ("y.png", "")])
+    ds = open_dataset(str(tmp_path))
+    assert ds.names == ["x.jpg", "x.png", "y"]
+    assert [i.caption for i in ds] == [None, "the png", None]
