@@ -14,7 +14,7 @@ BROWSER_STAMP := $(BROWSER_VENV)/.installed
 CHROMIUM ?= /usr/lib/chromium/chromium
 CHECK_WIDGETS := $(BROWSER_VENV)/bin/python tests/browser/check_widgets.py --jupyter $(VENV)/bin/jupyter --chromium $(CHROMIUM)
 
-.PHONY: help env demo test test-browser lab lock bench bench-cli clean
+.PHONY: help env demo test test-browser lab lock bench bench-cli clean data-kodak reproduce
 
 help:
 	@echo "make demo   run the notebooks on the $(PRESET) preset into outputs/ (creates .venv if missing)"
@@ -23,6 +23,8 @@ help:
 	@echo "make lab    open JupyterLab on notebooks/ with the project's kernel"
 	@echo "make bench  print the LIC round-trip benchmark"
 	@echo "make bench-cli  print the command-line start-up and batch benchmark (minutes)"
+	@echo "make data-kodak  download the 24 Kodak images into data/kodak/ (SHA-256 checked, resumable; needs internet)"
+	@echo "make reproduce  itc eval of PRESET: the tiny-world test split (tiny) or Kodak (PRESET=paper: GPU + internet)"
 
 env: $(STAMP)
 
@@ -58,6 +60,17 @@ test-browser: $(STAMP) $(BROWSER_STAMP)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
+
+data-kodak: $(STAMP)
+	@$(PY) -m itc_core.data kodak
+
+# The evaluation behind the README's tables: PRESET=tiny runs offline on the tiny-world test split;
+# a hub preset (PRESET=paper) runs on Kodak and downloads its models once, so the hub is put online.
+EVAL_DATASET ?= $(if $(filter tiny,$(PRESET)),tiny,kodak)
+EVAL_OUT ?= outputs/eval-$(PRESET)
+reproduce: $(STAMP) $(if $(filter kodak,$(EVAL_DATASET)),data-kodak)
+	HF_HUB_OFFLINE=$(if $(filter tiny,$(PRESET)),1,0) $(PY) -m itc_core.cli eval --preset $(PRESET) \
+	  --dataset $(EVAL_DATASET) --out $(EVAL_OUT)
 
 bench: $(STAMP)
 	$(PY) benchmarks/lic_roundtrip.py
