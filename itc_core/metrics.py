@@ -276,7 +276,8 @@ def bd_with_ci(rows: list[dict], anchor: str, test: str, key: str, *, n_boot: in
     ``key``; each of ``n_boot`` resamples draws those images with replacement (the same draw for both
     methods, seeded). Returns ``{"bd_rate", "bd_rate_ci": [lo, hi], "bd_quality", "bd_quality_ci",
     "overlap": [lo, hi] (the metric range both curves cover), "images": n, "boot_valid": k}`` where k
-    counts the resamples whose curves overlap; values are None where they cannot be computed.
+    counts the resamples with a BD-rate (curves that overlap in quality); BD-quality needs overlapping
+    rates instead, so a test curve at other rates has a BD-rate and its interval but no BD-quality.
     """
     points, images, arrays = _matrices(rows, (anchor, test), key)
     n = len(images)
@@ -295,13 +296,15 @@ def bd_with_ci(rows: list[dict], anchor: str, test: str, key: str, *, n_boot: in
     for k in range(n_boot):
         a, t = (_curve(means[m][0][k], means[m][1][k], key) for m in (anchor, test))
         r, q = bd_rate(a, t, key), bd_quality(a, t, key)
-        if r is not None and q is not None:
+        if r is not None:
             rates.append(r)
+        if q is not None:  # BD-quality needs overlapping rates, BD-rate overlapping quality: either can exist alone
             qualities.append(q)
     out["boot_valid"] = len(rates)
+    tail = 100 * (1 - level) / 2
     if rates:
-        tail = 100 * (1 - level) / 2
         out["bd_rate_ci"] = [float(v) for v in np.percentile(rates, [tail, 100 - tail])]
+    if qualities:
         out["bd_quality_ci"] = [float(v) for v in np.percentile(qualities, [tail, 100 - tail])]
     return out
 

@@ -114,6 +114,16 @@ def test_bootstrap_uses_images_both_methods_have_and_reports_no_overlap():
     assert bd_with_ci(rows, "a", "missing", "psnr")["images"] == 0
 
 
+def test_bootstrap_gives_a_rate_interval_when_rates_do_not_overlap():
+    # JPEG against the tiny LIC: qualities overlap, rates do not. BD-rate and its interval exist, BD-quality not.
+    rows = image_rows(20)
+    costly = [dict(r, bpp=r["bpp"] * 30, psnr=r["psnr"] + 4 * math.log(30) - 8) if r["method"] == "b" else r
+              for r in rows]
+    res = bd_with_ci(costly, "a", "b", "psnr", n_boot=50)
+    assert res["bd_rate"] > 0 and res["bd_quality"] is None and res["bd_quality_ci"] is None
+    assert res["boot_valid"] == 50 and res["bd_rate_ci"][0] <= res["bd_rate"] <= res["bd_rate_ci"][1]
+
+
 def scenes(n: int) -> tuple[list[Image.Image], list[str]]:
     pairs = [sample(s) for s in split_seeds("test", n)]
     return [p[0] for p in pairs], [p[1] for p in pairs]
