@@ -173,13 +173,23 @@ class ClipScorer:
         return {"input_ids": ids, "attention_mask": mask}
 
     @torch.no_grad()
+    def image_features(self, images: list[Image.Image]) -> torch.Tensor:
+        """(N, D) unit-norm CLIP embeddings of ``images`` (one batch)."""
+        pixels = self.image_processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+        return torch.nn.functional.normalize(_pooled(self.model.get_image_features(pixel_values=pixels)), dim=-1)
+
+    @torch.no_grad()
+    def text_features(self, texts: list[str]) -> torch.Tensor:
+        """(N, D) unit-norm CLIP embeddings of ``texts`` (one batch)."""
+        return torch.nn.functional.normalize(_pooled(self.model.get_text_features(**self._text_inputs(texts))), dim=-1)
+
     def similarity(self, image: Image.Image, texts: list[str]) -> np.ndarray:
         """(len(texts),) cosine similarities of ``image`` with each text."""
-        pixels = self.image_processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"]
-        img = self.model.get_image_features(pixel_values=pixels)
-        txt = self.model.get_text_features(**self._text_inputs(texts))
-        img, txt = (x if isinstance(x, torch.Tensor) else x.pooler_output for x in (img, txt))  # 5.x: output objects
-        return torch.nn.functional.normalize(txt, dim=-1).matmul(torch.nn.functional.normalize(img, dim=-1)[0]).numpy()
+        return self.text_features(texts).matmul(self.image_features([image])[0]).numpy()
+
+
+def _pooled(out) -> torch.Tensor:
+    return out if isinstance(out, torch.Tensor) else out.pooler_output  # transformers 5.x returns output objects
 
 
 def load_clip(ref: str | None) -> ClipScorer:

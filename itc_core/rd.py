@@ -13,11 +13,11 @@ images; PSNR is the mean over images. BD figures use the ``bjontegaard`` package
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
 from PIL import Image
 
+from . import metrics
 from .data import image_to_tensor
 from .metrics import psnr
 
@@ -60,27 +60,16 @@ def lic_points(preset, images: list[Image.Image], qualities=None) -> list[dict]:
 
 
 def monotone(rows: list[dict], key: str = "psnr_db") -> list[dict]:
-    """The points of a curve, by rate, whose quality beats every cheaper point's (BD fits need monotone curves)."""
-    kept = []
-    for r in sorted(rows, key=lambda r: r["bpp"]):
-        if not kept or r[key] > kept[-1][key]:
-            kept.append(r)
-    return kept
+    """The points of a curve, by rate, whose quality beats every cheaper point's (:func:`itc_core.metrics.monotone`)."""
+    return metrics.monotone(rows, key)
 
 
 def bd_rate_vs(anchor: list[dict], test: list[dict], key: str = "psnr_db") -> float | None:
-    """BD-rate (%) of ``test`` against ``anchor`` over their overlapping quality range; None without overlap."""
-    import bjontegaard as bd
+    """BD-rate (%) of ``test`` against ``anchor`` over their overlapping quality range; None without overlap.
 
-    anchor, test = monotone(anchor, key), monotone(test, key)
-    lo = max(min(r[key] for r in anchor), min(r[key] for r in test))
-    hi = min(max(r[key] for r in anchor), max(r[key] for r in test))
-    if hi <= lo or len(anchor) < 2 or len(test) < 2:
-        return None
-    with warnings.catch_warnings():  # the package warns when the overlap is under 75 %; the range is reported
-        warnings.simplefilter("ignore")
-        return float(bd.bd_rate([r["bpp"] for r in anchor], [r[key] for r in anchor], [r["bpp"] for r in test],
-                                [r[key] for r in test], method="pchip", require_matching_points=False))
+    :func:`itc_core.metrics.bd_rate` (pchip, monotone part, lower-is-better metrics oriented).
+    """
+    return metrics.bd_rate(anchor, test, key)
 
 
 def below_curve(anchor: list[dict], test: list[dict], key: str = "psnr_db") -> list[int]:
