@@ -19,7 +19,6 @@ saw cannot make it loop.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,8 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from .caption_codec import LM_METHODS, NextTokenModel, compress_caption
 from .config import SELECT_MODES, CaptionConfig, resolve_model
-from .errors import ConfigError, ItcError, WeightsError
+from .data import read_captions_csv
+from .errors import ConfigError, WeightsError
 
 __all__ = ["load_lmm", "caption_image", "build_prompt", "CsvCaptions", "SELECT_MODES", "generation_kwargs",
            "NoAdjacentRepeat", "guard_processors",
@@ -271,22 +271,8 @@ class CsvCaptions:
     ``caption`` columns. Text is kept byte-exact, leading spaces included.
     """
 
-    NAME_COLUMNS = ("image_name", "image", "file", "filename")
-    TEXT_COLUMNS = ("overall_description", "caption", "text")
-
     def __init__(self, path: str | Path):
-        path = Path(path)
-        if not path.is_file():
-            raise ItcError(f"{path}: no such caption CSV")
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            fields = reader.fieldnames or []
-            name = next((c for c in self.NAME_COLUMNS if c in fields), None)
-            text = next((c for c in self.TEXT_COLUMNS if c in fields), None)
-            if not name or not text:
-                raise ItcError(f"{path}: needs a name column ({', '.join(self.NAME_COLUMNS)}) and a caption column "
-                               f"({', '.join(self.TEXT_COLUMNS)}); found {', '.join(fields)}")
-            self.captions = {row[name]: row[text] for row in reader}
+        self.captions = read_captions_csv(path)
 
     def __len__(self) -> int:
         return len(self.captions)
