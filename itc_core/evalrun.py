@@ -364,7 +364,7 @@ class _Appender:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per process: shards may write run.json at once
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
@@ -413,10 +413,10 @@ def run_eval(settings: EvalSettings, out: str | Path, *, rank: int = 0, world: i
     from .data import open_dataset
 
     settings.validate()
+    dataset = open_dataset(settings.dataset, settings.limit)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_identity(out, settings)
-    dataset = open_dataset(settings.dataset, settings.limit)
     runner = _Runner(settings, dataset[0])
     methods = [m for m in settings.methods if m not in runner.missing]
     if settings.anchor not in methods:
