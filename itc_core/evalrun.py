@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from .errors import ConfigError, ItcError, WeightsError
 
 __all__ = ["METHODS", "MISC_POINTS", "BD_METRICS", "EvalSettings", "run_eval", "read_rows", "summarise",
-           "misc_encode", "misc_decode", "format_table"]
+           "merge_results", "misc_encode", "misc_decode", "format_table"]
 
 METHODS = ("lic", "lic+restorer", "ours", "ours-full", "jpeg", "webp", "misc")
 # (block side in px, palette colours): from a few hundred bits of pixel map to a few thousand at 64×64.
@@ -106,8 +106,16 @@ class EvalSettings:
             raise ConfigError(f"boot must be >= 0, got {self.boot}")
 
     def identity(self) -> dict:
-        """The settings a row's values depend on: a results folder holds rows of one identity only."""
-        return {"preset": self.preset, "dataset": self.dataset, "steps": self.steps}
+        """The settings a row's values depend on (the preset's whole configuration by its hash): a results
+        folder holds rows of one identity only. Rate points are in the rows' keys."""
+        import dataclasses
+        import hashlib
+
+        from .config import load_config
+
+        config = json.dumps(dataclasses.asdict(load_config(self.preset)), sort_keys=True, default=str)
+        return {"preset": self.preset, "config_sha256": hashlib.sha256(config.encode()).hexdigest()[:16],
+                "dataset": self.dataset, "steps": self.steps}
 
 
 # ---------------------------------------------------------------- MISC-style pixel mode
@@ -156,7 +164,7 @@ class _Runner:
             from .tinyworld.referee import Referee
             referee = Referee.load()
         self.scorer = Scorer.for_codec(self.codec, referee)
-        if self.codec.config.restorer.kind is not None:
+        if any(m in _RESTORED and m not in self.missing for m in settings.methods):
             self.codec.restorer.pipeline.set_progress_bar_config(disable=True)
         self._cache: dict = {}
 
@@ -477,12 +485,12 @@ def summarise(rows: list[dict], settings: EvalSettings, names: list[str], points
     for metric in BD_METRICS:
         if not anchor_rows or not all(metric in r for r in anchor_rows):
             continue
-        bd[metric] = {m: _clean(bd_with_ci(rows, settings.anchor, m, metric, n_boot=settings.boot, seed=0))
+        bd[metric] = {m: bd_with_ci(rows, settings.anchor, m, metric, n_boot=settings.boot, seed=0)
                       for m in points if m != settings.anchor
                       and any(metric in r for r in rows if r["method"] == m)}
-    return {"preset": settings.preset, "dataset": settings.dataset, "images": len({r["image"] for r in rows}),
-            "methods": list(points), "anchor": settings.anchor, "means": means, "bd": bd,
-            "missing_methods": dict(sorted(missing.items()))}
+    return _clean({"preset": settings.preset, "dataset": settings.dataset, "images": len({r["image"] for r in rows}),
+                   "methods": list(points), "anchor": settings.anchor, "means": means, "bd": bd,
+                   "missing_methods": dict(sorted(missing.items()))})
 
 
 def _means(rows: list[dict]) -> dict:
@@ -495,7 +503,7 @@ def _means(rows: list[dict]) -> dict:
 
 
 def _clean(value):
-    """JSON-safe: NaN and infinities as None (json.dumps would write invalid JSON)."""
+    """JSON-safe: NaN and infinities (PSNR of an identical image) as None; json.dumps would write invalid JSON."""
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -508,11 +516,11 @@ def _clean(value):
 def format_table(summary: dict) -> str:
     """The summary as a plain-text table (method, point, bpp, main metrics) and the BD figures."""
     metrics = [m for m in TABLE_METRICS if any(m in p for pts in summary["means"].values() for p in pts.values())]
-    lines = [f"{'method':<13}{'point':<7}{'bpp':>8}{'text':>8}" + "".join(f"{m:>18}" for m in metrics)]
+    lines = [f"{'method':<13}{'point':<7}{'bpp':>8}{'bpp_text':>9}" + "".join(f"{m:>18}" for m in metrics)]
     for method, pts in summary["means"].items():
         for point, p in pts.items():
-            lines.append(f"{method:<13}{point:<7}{p['bpp']:8.4f}{p['bpp_text']:8.4f}"
-                         + "".join(f"{p[m]:18.4f}" if m in p else f"{'-':>18}" for m in metrics))
+            lines.append(f"{method:<13}{point:<7}{p['bpp']:8.4f}{p['bpp_text']:9.4f}"
+                         + "".join(f"{p[m]:18.4f}" if p.get(m) is not None else f"{'-':>18}" for m in metrics))
     for metric, table in summary["bd"].items():
         for method, bd in table.items():
             lines.append(f"BD-rate vs {summary['anchor']} on {metric}, {method}: " + _bd_text(bd))
