@@ -613,8 +613,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .evalrun import METHODS as EVAL_METHODS
     p = sub.add_parser("eval", help="evaluate methods on a dataset: results.jsonl + summary.json (resumable)",
                        description="Run every image x method x rate point; a killed run resumes where it stopped. "
-                       "Shard it with `accelerate launch --multi_gpu --num_processes N -m itc_core.cli eval ...` (torchrun; "
-                       "also without GPUs) or `accelerate launch --cpu --num_processes N --mpirun_hostfile F ...` (MPI).")
+                       "Shard it with `accelerate launch --multi_gpu --num_processes N -m itc_core.cli eval ...` "
+                       "(torchrun; also without GPUs) or `accelerate launch --cpu --num_processes N "
+                       "--mpirun_hostfile F ...` (MPI).")
     p.add_argument("--preset", default="tiny", help="tiny (default), laptop, paper or a YAML path")
     p.add_argument("--dataset", default="tiny", help="tiny (the tiny-world test split), sample-photo, kodak or "
                    "an image folder")

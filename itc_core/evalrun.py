@@ -43,11 +43,12 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-from tqdm.auto import tqdm
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, ItcError, WeightsError
+
+if TYPE_CHECKING:  # numpy, PIL and tqdm are imported where used: the CLI's parser reads METHODS at every start
+    from PIL import Image
 
 __all__ = ["METHODS", "MISC_POINTS", "BD_METRICS", "EvalSettings", "MethodRunner", "run_eval", "read_rows", "summarise",
            "merge_results", "misc_encode", "misc_decode", "format_table"]
@@ -122,6 +123,9 @@ class EvalSettings:
 
 def misc_encode(image: Image.Image, block: int, colours: int) -> bytes:
     """The pixel map of ``image``: block-averaged, median-cut to ``colours``, palette + indices in raw deflate."""
+    import numpy as np
+    from PIL import Image
+
     small = image.convert("RGB").reduce(block)
     quantised = small.quantize(colors=colours, method=Image.Quantize.MEDIANCUT)
     indices = np.asarray(quantised, dtype=np.uint8)
@@ -134,6 +138,9 @@ def misc_encode(image: Image.Image, block: int, colours: int) -> bytes:
 
 def misc_decode(data: bytes) -> tuple[Image.Image, bytes]:
     """(the pixel map upsampled bilinearly to the image size, the bytes after the map: the caption payload)."""
+    import numpy as np
+    from PIL import Image
+
     width, height, block, used = struct.unpack_from(_MISC_HEADER, data)
     inflate = zlib.decompressobj(-15)
     raw = inflate.decompress(data[struct.calcsize(_MISC_HEADER):])
@@ -297,6 +304,8 @@ class MethodRunner:
         return parts, self._restore(recons, captions)
 
     def _pillow(self, method: str):
+        from PIL import Image
+
         image, fmt = self._cache["item"].image, method.upper()
         pixels = image.width * image.height
         parts, decoded = [], []
@@ -436,6 +445,8 @@ def run_eval(settings: EvalSettings, out: str | Path, *, rank: int = 0, world: i
     With ``world`` > 1 this process takes the images ``i % world == rank``; ``barrier()`` must wait for
     every process (accelerate's ``wait_for_everyone``), after which rank 0 merges and summarises.
     """
+    from tqdm.auto import tqdm
+
     from .data import open_dataset
 
     settings.validate()
@@ -512,6 +523,8 @@ def summarise(rows: list[dict], settings: EvalSettings, names: list[str], points
 
 
 def _means(rows: list[dict]) -> dict:
+    import numpy as np
+
     keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     out = {"images": len(rows)}
     for k in keys:
