@@ -2,6 +2,13 @@
 
     summary = run_eval(EvalSettings(preset="tiny", dataset="tiny", limit=20), "outputs/eval")
 
+    itc eval --limit 200 --out outputs/eval                                           # one process
+    accelerate launch --multi_gpu --num_processes 2 -m itc_core.cli eval --limit 200  # two (torchrun, gloo)
+
+(accelerate 1.15 starts several CPU processes through torchrun with ``--multi_gpu``,
+which works on a machine without GPUs too, or through MPI with ``--cpu --num_processes N
+--mpirun_hostfile F``; plain ``--cpu --num_processes N`` without MPI starts one process.)
+
 Each finished (image, method, point) is one JSON line appended to
 ``OUT/results.jsonl``, flushed and fsynced: a killed run resumes where it
 stopped (a torn last line is dropped and redone). Under ``accelerate launch``
@@ -209,7 +216,7 @@ class MethodRunner:
         ic.qualities = list(variant.get("qualities", ic.qualities))
         ic.quality = ic.qualities[0]
         semantic = ImageTextCodec(cfg)
-        semantic._restorer = self.codec.restorer  # the same restorer and LMM: only the LIC differs
+        semantic._restorer, semantic._lmm = self.codec.restorer, self.codec.lmm  # only the LIC differs
         try:
             for q in ic.qualities:
                 semantic.image_codec(q)
