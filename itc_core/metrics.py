@@ -3,14 +3,16 @@
 Quality of each decoded image against its original, with what the preset has::
 
     scorer = Scorer.for_codec(codec, referee=Referee.load())      # tiny world: the referee judges
-    scorer.score(originals, decoded, captions, truths)             # [{"psnr": ..., "ssim": ..., "clip_image": ...}, ...]
+    scorer.score(originals, decoded, captions, truths)             # [{"psnr": ..., "ssim": ..., ...}, ...]
 
 Keys (only those that apply): ``psnr`` (dB), ``ssim``, ``ms_ssim`` (shorter side over 160 px),
 ``lpips`` (hub presets, the ``lpips`` package: VGG for ``paper``, AlexNet otherwise), ``clip_image``
 (cosine of the preset CLIP's embeddings of decoded and original), ``clip_text`` (cosine of the
 decoded image and the reference caption, when given), and with a referee and tiny-world
 ground-truth captions ``referee_distance`` (its LPIPS-style distance, decoded vs original),
-``referee_exact`` (0/1) and ``referee_<attribute>`` (that image's attribute accuracy, 0..1).
+``referee_exact`` (0/1) and ``referee_<attribute>`` (that image's attribute accuracy, 0..1; their
+mean over images weighs every image alike, where the pooled accuracy of ``Referee.accuracy`` weighs
+every object alike).
 
 Bjøntegaard deltas use the ``bjontegaard`` package (pchip) over the curves' overlapping range, on
 the monotone part of each curve; metrics in :data:`LOWER_IS_BETTER` are negated for the fit, so a
@@ -79,8 +81,8 @@ class Scorer:
 
     Args:
         clip: a :class:`~itc_core.captioner.ClipScorer` (``clip_image``, ``clip_text``), or None.
-        lpips: a module ``lpips(x_hat, x) -> (N,)`` on [0, 1] tensors, e.g.
-            :class:`~itc_core.semantic_losses.LpipsPackage`'s ``.lpips`` with ``normalize=True``; or None.
+        lpips: a callable ``lpips(x_hat, x)`` on (1, 3, H, W) tensors in [0, 1] giving one distance, e.g.
+            :class:`~itc_core.semantic_losses.LpipsPackage`; or None.
         referee: a tiny-world :class:`~itc_core.tinyworld.referee.Referee`, or None.
     """
 
@@ -126,15 +128,19 @@ class Scorer:
             row["lpips"] = float(self.lpips(image_to_tensor(b), image_to_tensor(a)).reshape(-1)[0])
 
     def _add_clip(self, rows, originals, decoded, captions) -> None:
-        emb_decoded = self.clip.image_features(decoded)
-        sims = (emb_decoded * self.clip.image_features(originals)).sum(-1)
+        emb_decoded = self._batched(self.clip.image_features, decoded)
+        sims = (emb_decoded * self._batched(self.clip.image_features, originals)).sum(-1)
         for row, s in zip(rows, sims.tolist()):
             row["clip_image"] = s
         given = [i for i, c in enumerate(captions) if c]
         if given:
-            text = self.clip.text_features([captions[i] for i in given])
+            text = self._batched(self.clip.text_features, [captions[i] for i in given])
             for i, s in zip(given, (emb_decoded[given] * text).sum(-1).tolist()):
                 rows[i]["clip_text"] = s
+
+    @staticmethod
+    def _batched(embed, items: list, size: int = 64) -> torch.Tensor:
+        return torch.cat([embed(items[i:i + size]) for i in range(0, len(items), size)])
 
     def _add_referee(self, rows, originals, decoded, truths) -> None:
         from .tinyworld.scenes import caption_accuracy, parse_caption
@@ -249,6 +255,8 @@ def _matrices(rows: list[dict], methods: tuple[str, str], key: str):
                 table[(r["method"], r["point"], r["image"])] = r
     points = {m: sorted(p, key=str) for m, p in points.items()}
     images = sorted({img for (_, _, img) in table}, key=str)
+    if not all(points.values()):  # a method with no rows: no curve to compare
+        images = []
     images = [i for i in images if all((m, p, i) in table for m in methods for p in points[m])]
     arrays = {m: tuple(np.array([[table[(m, p, i)][f] for p in points[m]] for i in images], dtype=np.float64)
                        .reshape(len(images), len(points[m])) for f in ("bpp", key)) for m in methods}
@@ -313,9 +321,17 @@ def reported_curves(path: str | Path | None = None) -> dict[str, list[dict]]:
 
     ``path`` defaults to ``data/reference/paper_kodak_lpips_vgg.csv`` (provenance in its README).
     """
+    from .errors import ItcError
+
     path = Path(path) if path else REPORTED_CSV
+    if not path.is_file():
+        raise ItcError(f"{path}: no such reported-curves CSV")
     curves: dict[str, list[dict]] = {}
     with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            curves.setdefault(r["method"], []).append({"bpp": float(r["bpp"]), "lpips_vgg": float(r["lpips_vgg"])})
+        try:
+            for r in csv.DictReader(f):
+                curves.setdefault(r["method"], []).append({"bpp": float(r["bpp"]), "lpips_vgg": float(r["lpips_vgg"])})
+        except (KeyError, TypeError, ValueError) as err:
+            raise ItcError(f"{path}: expected columns method,bpp,lpips_vgg with numbers ({type(err).__name__}: "
+                           f"{err})") from None
     return {m: sorted(c, key=lambda p: p["bpp"]) for m, c in curves.items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 from PIL import Image
 
-__all__ = ["image_grid", "rate_distortion", "bars", "scatter_by_group", "training_curves"]
+__all__ = ["image_grid", "rate_distortion", "reported_rate_distortion", "bars", "scatter_by_group", "training_curves"]
 
 
 def image_grid(images: dict[str, Image.Image], scale: float = 2.5):
@@ -32,6 +32,27 @@ def rate_distortion(curves: dict[str, tuple[list[float], list[float]]], ylabel: 
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def reported_rate_distortion(curves: dict[str, list[dict]], key: str = "lpips_vgg", ax=None,
+                             ylabel: str = "LPIPS-VGG (lower is better)"):
+    """Reported curves ``{method: [{"bpp", key}, ...]}`` as dashed lines labelled "reported (paper)".
+
+    Draws on ``ax`` (e.g. ``rate_distortion(...).axes[0]``, to set measured curves beside them) or on a
+    new figure; returns the Figure. Use with :func:`itc_core.metrics.reported_curves`.
+    """
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    for name, points in curves.items():
+        points = sorted(points, key=lambda p: p["bpp"])
+        ax.plot([p["bpp"] for p in points], [p[key] for p in points], "x--", lw=1, alpha=0.8,
+                label=f"{name}: reported (paper)")
+    ax.legend(fontsize=7)
+    ax.figure.tight_layout()
+    return ax.figure
 
 
 def bars(values: dict[str, float], ylabel: str, title: str = ""):
