@@ -22,8 +22,11 @@ written every ``checkpoint_every`` steps and, on SIGTERM or Ctrl-C, right
 after the step in flight; rerunning the same command resumes.
 
 Several processes or GPUs: the same command under ``accelerate launch``
-(e.g. ``accelerate launch --cpu --num_processes 2 -m itc_core.cli finetune
---config run.yaml``); each process takes its share of every global batch.
+(e.g. ``accelerate launch --multi_gpu --num_processes 2 -m itc_core.cli finetune
+--config run.yaml``, which starts torchrun processes with the gloo backend on a machine without
+GPUs); each process takes its share of every global batch. accelerate 1.15's ``--cpu
+--num_processes 2`` starts several processes only through ``mpirun`` (with ``--mpirun_hostfile``);
+without it, it silently starts one.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import copy
 import csv
 import math
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -401,6 +405,9 @@ def train(cfg: FinetuneConfig, *, quiet: bool = False, stop_after: int | None = 
                 state[k] = v.to(acc.device)
 
     log = _Csv(out / "metrics.csv", start) if acc.is_main_process else None
+    if acc.num_processes > 1 and acc.is_main_process:
+        print(f"{out.name}: {acc.num_processes} processes, {t.batch_size // acc.num_processes} samples each per step",
+              file=sys.stderr)
     stop = {"signal": None}
     handlers = {s: signal.signal(s, lambda sig, _: stop.update(signal=sig)) for s in (signal.SIGTERM, signal.SIGINT)}
     bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc=Path(cfg.out_dir).name,

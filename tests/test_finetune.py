@@ -137,10 +137,12 @@ def test_accelerate_two_cpu_processes_run_one_short_epoch(tmp_path):
     cfg.write_text(yaml.safe_dump(tiny_run(tmp_path / "ddp", steps=4, val_every=4)))
     accelerate = Path(sys.executable).with_name("accelerate")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([str(accelerate), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+    # --multi_gpu runs torchrun (gloo) here; accelerate 1.15's --cpu would start ONE process without mpirun.
+    proc = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "itc_core.cli", "finetune",
                            "--config", str(cfg)], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ddp: 2 processes, 2 samples each per step" in proc.stderr
     rows = list(csv.DictReader((tmp_path / "ddp" / "metrics.csv").open()))
     assert [r["step"] for r in rows if r["split"] == "train"] == ["1", "2", "3", "4"]  # logged once, by rank 0
     assert (tmp_path / "ddp" / "final.safetensors").exists()
