@@ -1,4 +1,4 @@
-"""The ``itc`` command (DESIGN §5): encode, decode, inspect, caption compress/decompress and tiny-zoo.
+"""The ``itc`` command (DESIGN §5): encode, decode, inspect, caption compress/decompress, eval and tiny-zoo.
 
 Errors a user can fix (bad file, unknown preset, wrong weights) print one
 line ``itc: error: …`` on stderr and exit with status 2; ``--json`` prints one
@@ -477,6 +477,62 @@ def cmd_tiny_zoo(args) -> None:
                   f"-> {root / 'restorer'}")
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _misc_points(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        return tuple(tuple(int(v) for v in p.lower().split("x")) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected BLOCKxCOLOURS,... (e.g. 8x4,4x8), got {text!r}") from None
+
+
+_WORLD_VARIABLES = ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")  # torchrun, MPI
+
+
+def _distributed():
+    """(rank, world, barrier) when started as several processes (``accelerate launch``), else (0, 1, None).
+
+    The processes only share a barrier (gloo: evaluation runs on the CPU), so accelerate's
+    ``PartialState(cpu=True)`` serves both its torchrun launcher (``--multi_gpu``, also on a machine
+    without GPUs) and its MPI one (``--cpu --num_processes N``, which needs mpirun and a hostfile).
+    """
+    if max(int(os.environ.get(v, "1") or 1) for v in _WORLD_VARIABLES) <= 1:
+        return 0, 1, None
+    from accelerate import PartialState
+
+    state = PartialState(cpu=True)
+    return state.process_index, state.num_processes, state.wait_for_everyone
+
+
+def cmd_eval(args) -> int:
+    import torch
+
+    from .evalrun import METHODS, MISC_POINTS, EvalSettings, format_table, run_eval
+
+    torch.set_num_threads(args.threads)  # pinned: the models' numerics, hence the results, depend on it
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else METHODS
+    if any(len(p) != 2 for p in args.misc_points or ()):
+        raise ItcError("--misc-points takes BLOCKxCOLOURS pairs, e.g. 8x4,4x8")
+    settings = EvalSettings(preset=args.preset, dataset=args.dataset, methods=methods, limit=args.limit,
+                            qualities=args.qualities, pillow_qualities=args.pillow_qualities,
+                            misc_points=args.misc_points or MISC_POINTS, steps=args.steps, anchor=args.anchor,
+                            boot=args.boot)
+    settings.validate()  # before models load or processes start
+    rank, world, barrier = _distributed()
+    summary = run_eval(settings, args.out, rank=rank, world=world, barrier=barrier, progress=not args.quiet)
+    if summary is not None:
+        print(format_table(summary))
+        out = Path(args.out)
+        shards = f" ({world} processes)" if world > 1 else ""
+        print(f"{summary['images']} images{shards}: rows in {out / 'results.jsonl'}, summary in {out / 'summary.json'}")
+    return 0
+
+
 def cmd_finetune(args) -> None:
     from .finetune import load_finetune_config, train
 
@@ -553,6 +609,29 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--context-image", help="the decoded reconstruction, for lmm-ac")
         p.add_argument("--preset", default="tiny", help="whose LMM codes the caption")
         p.set_defaults(func=func)
+
+    from .evalrun import METHODS as EVAL_METHODS
+    p = sub.add_parser("eval", help="evaluate methods on a dataset: results.jsonl + summary.json (resumable)",
+                       description="Run every image x method x rate point; a killed run resumes where it stopped. "
+                       "Shard it with `accelerate launch --multi_gpu --num_processes N -m itc_core.cli eval ...` (torchrun; "
+                       "also without GPUs) or `accelerate launch --cpu --num_processes N --mpirun_hostfile F ...` (MPI).")
+    p.add_argument("--preset", default="tiny", help="tiny (default), laptop, paper or a YAML path")
+    p.add_argument("--dataset", default="tiny", help="tiny (the tiny-world test split), sample-photo, kodak or "
+                   "an image folder")
+    p.add_argument("--methods", help=f"comma-separated, from {','.join(EVAL_METHODS)} (default: all)")
+    p.add_argument("--limit", type=_positive_int, help="the first N images of the dataset")
+    p.add_argument("--out", default="outputs/eval", help="results folder (default: outputs/eval)")
+    p.add_argument("--anchor", default="lic", help="the method BD figures are against (default: lic)")
+    p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples per BD interval (default: 1000)")
+    p.add_argument("--steps", type=_positive_int, help="restorer denoising steps (default: the preset's)")
+    p.add_argument("--qualities", type=_ints, help="LIC rate points, e.g. 1,2 (default: all the preset offers)")
+    p.add_argument("--pillow-qualities", type=_ints, help="JPEG/WebP qualities (default: itc_core.rd's lists)")
+    p.add_argument("--misc-points", type=_misc_points, help="misc rate points BLOCKxCOLOURS,... (default: "
+                   "32x4,16x4,8x4,8x8,4x8,4x16)")
+    p.add_argument("--threads", type=_positive_int, default=1, help="torch threads per process (default: 1; "
+                   "results are reproducible at the same thread count)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("finetune", help="train or fine-tune a CompressAI codec (rate-distortion or semantic loss)")
     p.add_argument("--config", required=True, help="a run YAML, or a recipe name under itc_core/recipes")

@@ -10,6 +10,10 @@ what it costs.
 
 ``restoration_study`` and ``restoration_panels`` are the restorer's study of
 notebook 03 and ``benchmarks/restore_acceptance.py``, judged by the referee.
+
+Whole evaluation runs (every image × method × rate point, resumable, sharded:
+``itc eval``) live in :mod:`itc_core.evalrun`; ``run_eval`` and ``EvalSettings``
+are re-exported here.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .caption_codec import LM_METHODS, METHODS, compress_caption
+from .evalrun import EvalSettings, run_eval
 from .captioner import caption_candidates, generation_kwargs, pick_caption
 from .tinyworld import caption_accuracy, sample
 
 __all__ = ["caption_rows", "selection_rows", "selection_summary", "SELECTION_MODES", "restoration_study",
-           "restoration_panels", "REFEREE_ATTRIBUTES"]
+           "restoration_panels", "REFEREE_ATTRIBUTES", "EvalSettings", "run_eval"]
 
 # (mode, beam candidates N) compared by default: the paper's greedy caption and the two selections at N = 4 and 8.
 SELECTION_MODES = (("greedy", 1), ("rerank", 4), ("rerank", 8), ("rate-aware", 4), ("rate-aware", 8))

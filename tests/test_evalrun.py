@@ -1,0 +1,162 @@
+"""Evaluation runs: the misc pixel mode, resumable results files, kill/resume and accelerate sharding."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from itc_core.cli import main
+from itc_core.errors import ItcError
+from itc_core.evalrun import EvalSettings, misc_decode, misc_encode, read_rows, run_eval
+from itc_core.tinyworld import sample
+
+# Cheap but real: two scenes, the LIC alone and with caption + restorer, JPEG; two rate points each.
+SMALL = ["--limit", "2", "--methods", "lic,ours,jpeg", "--qualities", "1,2", "--pillow-qualities", "10,50",
+         "--boot", "20", "--quiet"]
+SMALL_ROWS = 2 * 3 * 2
+
+
+def small_settings(**kw):
+    return EvalSettings(limit=2, methods=("lic", "ours", "jpeg"), qualities=(1, 2), pillow_qualities=(10, 50),
+                        boot=20, **kw)
+
+
+def itc_eval(out, *extra, launcher=()):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, *launcher, "-m", "itc_core.cli", "eval", *SMALL, "--out", str(out), *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted single-process run (in this process, one torch thread as ``itc eval``'s default):
+    (summary.json text, results.jsonl text, the folder)."""
+    out = tmp_path_factory.mktemp("reference")
+    summary = run_eval(small_settings(), out, progress=False)
+    assert summary["images"] == 2 and list(summary["means"]) == ["lic", "ours", "jpeg"]
+    return (out / "summary.json").read_text(), (out / "results.jsonl").read_text(), out
+
+
+def test_misc_pixel_map_round_trip_and_rate():
+    image = sample(2_000_000)[0]
+    data = misc_encode(image, 8, 4)
+    decoded, rest = misc_decode(data + b"caption")
+    assert rest == b"caption" and decoded.size == image.size
+    assert len(misc_encode(image, 16, 4)) < len(data) < len(misc_encode(image, 4, 16))
+    assert len(decoded.getcolors(4096)) > 4  # bilinear upsampling of a 4-colour 8×8 map
+    with pytest.raises(ItcError, match="does not decode"):
+        misc_decode(data[:-3])
+
+
+def test_read_rows_drops_a_torn_last_line_and_refuses_a_damaged_one(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2}\n{"a": 3, "b"')
+    assert read_rows(path) == [{"a": 1}, {"a": 2}]
+    assert path.read_text().endswith('"b"')  # reading alone changes nothing
+    assert read_rows(path, repair=True) == [{"a": 1}, {"a": 2}]
+    assert path.read_text() == '{"a": 1}\n{"a": 2}\n'
+    path.write_text('{"a": 1}\n{"a": \n{"a": 3}\n')
+    with pytest.raises(ItcError, match="line 2 is damaged"):
+        read_rows(path)
+
+
+def test_resume_after_a_torn_last_line_equals_the_uninterrupted_run(tmp_path, reference):
+    rows = reference[1].splitlines(keepends=True)
+    assert len(rows) == SMALL_ROWS
+    ours = [json.loads(r) for r in rows if '"method": "ours"' in r]
+    assert all(r["caption"] and r["bpp_text"] > 0 and r["bpp"] > r["bpp_image"] for r in ours)
+    # A run killed while writing its fourth row: three complete lines and half of one; no summary yet.
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copy(reference[2] / "run.json", out)
+    (out / "results.jsonl").write_text("".join(rows[:3]) + rows[3][: len(rows[3]) // 2])
+    run_eval(small_settings(), out, progress=False)
+    assert (out / "summary.json").read_text() == reference[0]
+    assert (out / "results.jsonl").read_text() == reference[1]
+
+
+def test_killed_three_times_then_resumed_equals_the_uninterrupted_run(tmp_path, reference):
+    out = tmp_path / "run"
+    rng = random.Random(10)
+    for _ in range(3):
+        target = rng.randrange(SMALL_ROWS)  # kill once the file holds this many rows, after a random delay
+        proc = itc_eval(out)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            path = out / "results.jsonl"
+            if path.is_file() and path.read_bytes().count(b"\n") >= target:
+                time.sleep(rng.uniform(0, 0.3))
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    proc = itc_eval(out)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert "BD-rate vs lic on referee_distance, ours" in stdout and "summary.json" in stdout
+    assert (out / "summary.json").read_text() == reference[0]
+    assert (out / "results.jsonl").read_text() == reference[1]
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "mpi"])
+def test_accelerate_two_processes_equal_one(tmp_path, reference, launcher):
+    """``accelerate launch`` with 2 processes writes what one process writes.
+
+    accelerate 1.15 starts several CPU processes in two ways: ``--multi_gpu`` (torchrun; it works without
+    GPUs, the processes meet over gloo) and ``--cpu --num_processes N``, which launches through mpirun
+    and a hostfile; without MPI, ``--cpu`` starts one process that runs everything.
+    """
+    pytest.importorskip("accelerate")
+    if launcher == "torchrun":
+        flags = ["--multi_gpu", "--num_processes", "2"]
+    else:
+        if not shutil.which("mpirun") and not shutil.which("mpiexec"):
+            pytest.skip("accelerate launch --cpu --num_processes 2 launches through mpirun, which is not installed")
+        hostfile = tmp_path / "hostfile"
+        hostfile.write_text("localhost slots=2\n")
+        flags = ["--cpu", "--num_processes", "2", "--mpirun_hostfile", str(hostfile)]
+    out = tmp_path / "run"
+    proc = itc_eval(out, launcher=("-m", "accelerate.commands.launch", *flags))
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "(2 processes)" in stdout
+    assert (out / "summary.json").read_text() == reference[0]
+    assert (out / "results.jsonl").read_text() == reference[1]
+    assert not list(out.glob("results.rank*"))
+
+
+def test_unknown_method_and_dataset_are_one_line_errors(tmp_path, capsys):
+    assert main(["eval", "--methods", "lic,bpg", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("itc: error: unknown method 'bpg'") and "\n" not in err
+    assert main(["eval", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("itc: error:") and "\n" not in err
+    assert main(["eval", "--methods", "jpeg", "--out", str(tmp_path / "c")]) == 2  # anchor lic not run
+    assert "anchor 'lic' is not among" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_missing_semantic_lic_is_reported_not_invented(tmp_path):
+    preset = tmp_path / "nosemantic.yaml"
+    preset.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {"variants": None}}))
+    settings = EvalSettings(preset=str(preset), limit=1, methods=("lic", "ours-full", "jpeg"), qualities=(1,),
+                            pillow_qualities=(10,), boot=0)
+    summary = run_eval(settings, tmp_path / "run", progress=False)
+    assert "semantic" in summary["missing_methods"]["ours-full"]
+    assert "ours-full" not in summary["means"] and "ours-full" not in summary["methods"]
+    assert all(json.loads(r)["method"] != "ours-full" for r in (tmp_path / "run/results.jsonl").open())
+
+
+def test_a_results_folder_of_other_settings_is_refused(tmp_path):
+    run_eval(EvalSettings(limit=1, methods=("jpeg",), anchor="jpeg", pillow_qualities=(10,), boot=0),
+             tmp_path, progress=False)
+    with pytest.raises(ItcError, match="pick another --out"):
+        run_eval(EvalSettings(limit=1, methods=("jpeg",), anchor="jpeg", steps=2, boot=0), tmp_path, progress=False)
