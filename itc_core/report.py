@@ -94,6 +94,7 @@ def rd_figure(summary: dict, metric: str):
     fig = viz.rate_distortion(rd_curves(summary, metric), METRIC_LABELS.get(metric, metric))
     ax = fig.axes[0]
     ax.set_xscale("log")
+    ax.set_xlabel("bits per pixel (each method's whole file)")
     ax.set_title(f"{summary['dataset']}, {summary['images']} images, preset {summary['preset']}", fontsize=9)
     fig.tight_layout()
     return fig
@@ -223,10 +224,10 @@ def gallery_panels(outputs: MethodOutputs, name: str, level: int = 0) -> dict:
 def reproduces(outputs: MethodOutputs, stored: list[dict], name: str, method: str, tol: float = 1e-3) -> bool:
     """Whether the recomputed rows of (``name``, ``method``) match the stored ``results.jsonl`` rows:
     bytes exactly, every stored number within ``tol`` (float noise of a different thread count)."""
-    mine = {r["point"]: r for r in outputs.rows(name, method)}
     theirs = [r for r in stored if r["image"] == name and r["method"] == method]
     if not theirs:
         return False
+    mine = {r["point"]: r for r in outputs.rows(name, method)}
     for row in theirs:
         new = mine.get(row["point"])
         if new is None or new["bytes"] != row["bytes"] or new.get("caption") != row.get("caption"):
