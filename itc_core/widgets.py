@@ -115,8 +115,9 @@ def method_comparison(outputs, names: list[str] | None = None) -> W.Widget:
     methods = outputs.methods
     image = W.Dropdown(options=names, value=names[0], description="image")
     level = W.IntSlider(value=1, min=1, max=outputs.levels(), description="rate level")
-    original = W.Image(format="png")
-    shown = {m: W.Image(format="png") for m in methods}
+    size = W.Layout(width="128px", height="128px")  # every panel the same size, whatever its label's width
+    original = W.Image(format="png", layout=size)
+    shown = {m: W.Image(format="png", layout=size) for m in methods}
     labels = {m: W.HTML() for m in methods}
 
     def show(change=None):
