@@ -249,10 +249,6 @@ class _Runner:
 
     def rows(self, method: str) -> list[dict]:
         """One row per rate point of ``method`` for the current image, scored."""
-        return self._scored(method, *self.decode(method))
-
-    def decode(self, method: str) -> tuple[list, list[Image.Image]]:
-        """``method`` at all its rate points for the current image: ([(point, sizes, caption)], decoded images)."""
         if method in ("lic", "lic+restorer"):
             files = self._lic_files()
             decoded = [recon for _, _, recon in files]
@@ -265,7 +261,7 @@ class _Runner:
             parts, decoded = self._pillow(method)
         else:
             parts, decoded = self._misc()
-        return parts, decoded
+        return self._scored(method, parts, decoded)
 
     def _ours(self, codec):
         from .codec import describe
