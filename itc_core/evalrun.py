@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from .errors import ConfigError, ItcError, WeightsError
 
-__all__ = ["METHODS", "MISC_POINTS", "BD_METRICS", "EvalSettings", "run_eval", "read_rows", "summarise",
+__all__ = ["METHODS", "MISC_POINTS", "BD_METRICS", "EvalSettings", "MethodRunner", "run_eval", "read_rows", "summarise",
            "merge_results", "misc_encode", "misc_decode", "format_table"]
 
 METHODS = ("lic", "lic+restorer", "ours", "ours-full", "jpeg", "webp", "misc")
@@ -147,8 +147,14 @@ def misc_decode(data: bytes) -> tuple[Image.Image, bytes]:
 
 # ---------------------------------------------------------------- methods
 
-class _Runner:
-    """The models of one run and, per image, the rows of each method at all its rate points."""
+class MethodRunner:
+    """The models of one run and, per image, each method's decoded images and scored rows at all its rate points.
+
+        runner = MethodRunner(settings, dataset[0])
+        runner.begin_image(dataset[3])
+        runner.decoded("ours")          # [(point, decoded PIL image), ...]
+        runner.rows("ours")             # one scored row per point, as results.jsonl holds them
+    """
 
     def __init__(self, settings: EvalSettings, first_item):
         from .codec import ImageTextCodec
@@ -226,7 +232,8 @@ class _Runner:
         """Forget the previous image's shared work (LIC files, the LMM's caption)."""
         self._cache = {"item": item}
 
-    def _caption(self) -> str:
+    def caption(self) -> str:
+        """The LMM's caption of the current image (computed once, the preset's selection)."""
         if "caption" not in self._cache:
             self._cache["caption"] = self.codec.caption(self._cache["item"].image)
         return self._cache["caption"]
@@ -249,6 +256,17 @@ class _Runner:
 
     def rows(self, method: str) -> list[dict]:
         """One row per rate point of ``method`` for the current image, scored."""
+        return self._scored(method, *self._outputs(method))
+
+    def decoded(self, method: str) -> list[tuple[str, Image.Image]]:
+        """(point, what the decoder outputs) per rate point of ``method`` for the current image."""
+        parts, images = self._outputs(method)
+        return [(point, image) for (point, _, _), image in zip(parts, images)]
+
+    def _outputs(self, method: str):
+        """([(point, rate fields, coded caption or None)], decoded images) of ``method`` for the current image."""
+        if method in self.missing:
+            raise ConfigError(f"method {method} is missing: {self.missing[method]}")
         if method in ("lic", "lic+restorer"):
             files = self._lic_files()
             decoded = [recon for _, _, recon in files]
@@ -261,12 +279,12 @@ class _Runner:
             parts, decoded = self._pillow(method)
         else:
             parts, decoded = self._misc()
-        return self._scored(method, parts, decoded)
+        return parts, decoded
 
     def _ours(self, codec):
         from .codec import describe
 
-        image, caption = self._cache["item"].image, self._caption()
+        image, caption = self._cache["item"].image, self.caption()
         parts, recons, captions = [], [], []
         for q in self.lic_qualities(codec):
             data = codec.encode(image, q, caption).data
@@ -294,7 +312,7 @@ class _Runner:
     def _misc(self):
         from .caption_codec import compress_caption, decompress_caption
 
-        image, caption, lm = self._cache["item"].image, self._caption(), self.codec.lmm
+        image, caption, lm = self._cache["item"].image, self.caption(), self.codec.lmm
         pixels = image.width * image.height
         parts, maps, captions = [], [], []
         for block, colours in self.settings.misc_points:
@@ -425,7 +443,7 @@ def run_eval(settings: EvalSettings, out: str | Path, *, rank: int = 0, world: i
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_identity(out, settings)
-    runner = _Runner(settings, dataset[0])
+    runner = MethodRunner(settings, dataset[0])
     methods = [m for m in settings.methods if m not in runner.missing]
     if settings.anchor not in methods:
         raise ConfigError(f"anchor {settings.anchor} cannot run: {runner.missing[settings.anchor]}")

@@ -160,3 +160,20 @@ def test_a_results_folder_of_other_settings_is_refused(tmp_path):
              tmp_path, progress=False)
     with pytest.raises(ItcError, match="pick another --out"):
         run_eval(EvalSettings(limit=1, methods=("jpeg",), anchor="jpeg", steps=2, boot=0), tmp_path, progress=False)
+
+
+def test_method_runner_gives_decoded_images_and_rows_per_point():
+    from itc_core.data import open_dataset
+    from itc_core.evalrun import MethodRunner
+
+    dataset = open_dataset("tiny", 1)
+    runner = MethodRunner(EvalSettings(limit=1, methods=("jpeg", "misc"), anchor="jpeg", pillow_qualities=(10, 90),
+                                       misc_points=((16, 4),), boot=0), dataset[0])
+    runner.begin_image(dataset[0])
+    decoded = runner.decoded("jpeg")
+    assert [p for p, _ in decoded] == ["q10", "q90"] and decoded[0][1].size == (64, 64)
+    rows = runner.rows("jpeg")
+    assert rows[0]["bpp"] < rows[1]["bpp"] and rows[0]["psnr"] < rows[1]["psnr"]
+    misc = runner.rows("misc")[0]
+    assert misc["caption"] == runner.caption() and misc["bpp_text"] > 0
+    assert misc["bytes"] * 8 / 64 ** 2 == pytest.approx(misc["bpp"]) == pytest.approx(misc["bpp_image"] + misc["bpp_text"])
