@@ -7,7 +7,7 @@
     outputs.rows("scene-2000000", "ours")            # the scored rows of every rate point + "decoded", "reading"
 
 A results folder holds numbers only; the images a gallery or widget shows are decoded again by the
-same code path as ``itc eval`` (:meth:`evalrun._Runner.decode`), so :func:`reproduces` can check them
+same code path as ``itc eval`` (:class:`evalrun.MethodRunner`), so :func:`reproduces` can check them
 against the stored rows.
 """
 
@@ -165,9 +165,9 @@ class MethodOutputs:
     def runner(self):
         """The evaluation's models (loaded on first use)."""
         if self._runner is None:
-            from .evalrun import _Runner
+            from .evalrun import MethodRunner
 
-            self._runner = _Runner(self.settings, self.item(self.names[0]))
+            self._runner = MethodRunner(self.settings, self.item(self.names[0]))
         return self._runner
 
     @property
@@ -195,7 +195,7 @@ class MethodOutputs:
             if self._current != name:  # the runner caches one image's LIC files and caption
                 runner.begin_image(self.item(name))
                 self._current = name
-            parts, decoded = runner.decode(method)
+            parts, decoded = runner._outputs(method)  # rows() and decoded() would each decode again
             rows = runner._scored(method, parts, decoded)
             referee = runner.scorer.referee
             readings = referee.read(decoded) if referee is not None else [None] * len(decoded)
