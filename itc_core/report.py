@@ -22,7 +22,7 @@ from pathlib import Path
 from .errors import ItcError
 
 __all__ = ["METRIC_LABELS", "EvalRun", "load_run", "settings_of", "rd_curves", "rd_figure", "bd_table",
-           "not_run", "MethodOutputs", "gallery_panels", "reproduces"]
+           "not_run", "acceptance", "MethodOutputs", "gallery_panels", "reproduces"]
 
 METRIC_LABELS = {
     "referee_distance": "referee distance (lower is better)",
@@ -138,6 +138,34 @@ def not_run(summary: dict, wanted=None) -> dict[str, str]:
     for method in wanted or ():
         if method not in summary["means"] and method not in out:
             out[method] = "not among this run's methods"
+    return out
+
+
+def acceptance(summary: dict, method: str = "ours-full", anchor: str = "lic", saving: float = 40.0,
+               below_bpp: float = 0.2) -> dict:
+    """Issue 10's targets, measured: ``method`` saves at least ``saving`` % rate against ``anchor`` on the
+    referee distance (BD-rate), and reads more exact scenes than ``anchor`` at each of its rate points below
+    ``below_bpp`` (the anchor's accuracy interpolated at that bpp, linear in log bpp; None where the anchor's
+    curve does not reach). Values are None where the run cannot say (method missing, no overlap)."""
+    import numpy as np
+
+    out = {"method": method, "anchor": anchor, "images": summary["images"]}
+    bd = summary["bd"].get("referee_distance", {}).get(method) if summary["anchor"] == anchor else None
+    out["bd_rate_referee_distance"] = bd and bd["bd_rate"]
+    out["bd_rate_ci"] = bd and bd["bd_rate_ci"]
+    out[f"saves_{saving:g}_percent"] = None if not bd or bd["bd_rate"] is None else bd["bd_rate"] <= -saving
+    ref = [(p["bpp"], p["referee_exact"]) for p in summary["means"].get(anchor, {}).values()
+           if p.get("referee_exact") is not None]
+    mine = [(p["bpp"], p["referee_exact"]) for p in summary["means"].get(method, {}).values()
+            if p.get("referee_exact") is not None and p["bpp"] < below_bpp]
+    compared = []
+    for bpp, exact in mine:
+        inside = ref and min(b for b, _ in ref) <= bpp <= max(b for b, _ in ref)
+        theirs = float(np.interp(np.log(bpp), *zip(*[(np.log(b), e) for b, e in sorted(ref)]))) if inside else None
+        compared.append({"bpp": bpp, "exact": exact, f"{anchor}_exact": theirs})
+    out["exact_below_bpp"] = compared
+    out["beats_exact_everywhere"] = (None if not compared or any(c[f"{anchor}_exact"] is None for c in compared)
+                                     else all(c["exact"] > c[f"{anchor}_exact"] for c in compared))
     return out
 
 

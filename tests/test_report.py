@@ -7,7 +7,7 @@ import pytest
 from itc_core import widgets
 from itc_core.errors import ItcError
 from itc_core.evalrun import EvalSettings, run_eval
-from itc_core.report import (MethodOutputs, bd_table, gallery_panels, load_run, not_run, rd_curves, reproduces,
+from itc_core.report import (MethodOutputs, acceptance, bd_table, gallery_panels, load_run, not_run, rd_curves, reproduces,
                              settings_of)
 
 SETTINGS = EvalSettings(limit=2, methods=("lic", "jpeg"), qualities=(1, 2), pillow_qualities=(10, 50), boot=10)
@@ -87,3 +87,25 @@ def test_method_comparison_follows_the_image_and_the_rate(outputs):
     assert "lic q2: " in lic_label.value and lic_image.value != before[1] and original.value == before[0]
     image.value = outputs.names[1]
     assert original.value != before[0] and "lic q2: " in lic_label.value
+
+
+def _summary(full_exact, bd_rate):
+    lic = {"q1": {"bpp": 0.04, "referee_exact": 0.0}, "q3": {"bpp": 0.16, "referee_exact": 0.4},
+           "q6": {"bpp": 0.6, "referee_exact": 0.9}}
+    full = {f"q{i}": {"bpp": b, "referee_exact": e} for i, (b, e) in enumerate(zip((0.05, 0.1, 0.3), full_exact), 1)}
+    bd = {"bd_rate": bd_rate, "bd_rate_ci": [bd_rate - 5, bd_rate + 5]} if bd_rate is not None else \
+        {"bd_rate": None, "bd_rate_ci": None}
+    return {"anchor": "lic", "images": 3, "means": {"lic": lic, "ours-full": full},
+            "bd": {"referee_distance": {"ours-full": bd}}}
+
+
+def test_acceptance_reports_met_and_unmet_targets():
+    met = acceptance(_summary((0.5, 0.5, 0.0), -45.0))
+    assert met["saves_40_percent"] is True and met["beats_exact_everywhere"] is True
+    # the LIC's accuracy interpolated in log bpp; the point at 0.3 bpp is not below 0.2
+    assert [round(c["lic_exact"], 3) for c in met["exact_below_bpp"]] == [0.064, 0.264]
+    unmet = acceptance(_summary((0.5, 0.1, 0.0), -35.0))  # at 0.1 bpp: 0.1 exact against the LIC's 0.264
+    assert unmet["saves_40_percent"] is False and unmet["beats_exact_everywhere"] is False
+    unknown = acceptance(_summary((0.5, 0.5, 0.0), None), below_bpp=0.04)
+    assert unknown["saves_40_percent"] is None and unknown["beats_exact_everywhere"] is None
+    assert acceptance(_summary((0.5, 0.5, 0.0), -45.0), method="misc")["beats_exact_everywhere"] is None
