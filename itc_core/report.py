@@ -60,7 +60,7 @@ def load_run(folder: str | Path) -> EvalRun:
 
 
 def settings_of(folder: str | Path):
-    """The :class:`~itc_core.evalrun.EvalSettings` whose run wrote ``folder`` (from run.json and the summary's points)."""
+    """The :class:`~itc_core.evalrun.EvalSettings` whose run wrote ``folder`` (run.json and the summary's points)."""
     from .evalrun import EvalSettings
 
     folder = Path(folder)
@@ -125,7 +125,8 @@ def bd_table(summary: dict, quality: bool = False):
     cells = {}
     for metric, table in summary["bd"].items():
         for method, bd in table.items():
-            text = _quality(bd["bd_quality"], bd["bd_quality_ci"]) if quality else _percent(bd["bd_rate"], bd["bd_rate_ci"])
+            text = (_quality(bd["bd_quality"], bd["bd_quality_ci"]) if quality
+                    else _percent(bd["bd_rate"], bd["bd_rate_ci"]))
             cells.setdefault(method, {})[metric] = text
     frame = pd.DataFrame.from_dict(cells, orient="index")
     frame.index.name = f"vs {summary['anchor']}"
@@ -233,7 +234,7 @@ class MethodOutputs:
         return self._rows[key]
 
     def at_level(self, name: str, level: int) -> dict[str, dict]:
-        """``{method: row}`` at rate level ``level`` (0 = each method's lowest; a method with fewer points gives its top)."""
+        """``{method: row}`` at rate level ``level`` (0: each method's lowest; past a method's top: its top)."""
         return {m: (rows := self.rows(name, m))[min(level, len(rows) - 1)] for m in self.methods}
 
 

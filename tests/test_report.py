@@ -7,8 +7,8 @@ import pytest
 from itc_core import widgets
 from itc_core.errors import ItcError
 from itc_core.evalrun import EvalSettings, run_eval
-from itc_core.report import (MethodOutputs, acceptance, bd_table, gallery_panels, load_run, not_run, rd_curves, reproduces,
-                             settings_of)
+from itc_core.report import (MethodOutputs, acceptance, bd_table, gallery_panels, load_run, not_run, rd_curves,
+                             reproduces, settings_of)
 
 SETTINGS = EvalSettings(limit=2, methods=("lic", "jpeg"), qualities=(1, 2), pillow_qualities=(10, 50), boot=10)
 
