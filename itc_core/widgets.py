@@ -7,7 +7,7 @@ import io
 import ipywidgets as W
 from PIL import Image
 
-__all__ = ["quality_explorer", "caption_editor", "restoration_explorer"]
+__all__ = ["quality_explorer", "caption_editor", "restoration_explorer", "method_comparison"]
 
 
 def _png(image: Image.Image, scale: int = 4) -> bytes:
@@ -89,3 +89,48 @@ def restoration_explorer(restorer, reconstruction: Image.Image, caption: str, re
         panels.insert(0, W.VBox([W.HTML("original"), W.Image(value=_png(original), format="png")]))
     return W.VBox([W.HTML("<b>Caption</b> (edit me)"), box, W.HBox([steps, guidance]), W.HBox([seed, fix]),
                    W.HBox(panels), label])
+
+
+def _metrics_line(row: dict) -> str:
+    parts = []
+    if row.get("referee_distance") is not None:
+        parts.append(f"distance {row['referee_distance']:.3f}")
+    if row.get("referee_exact") is not None:
+        parts.append("exact scene" if row["referee_exact"] else "not exact")
+    if row.get("psnr") is not None:
+        parts.append(f"PSNR {row['psnr']:.1f} dB")
+    if row.get("clip_image") is not None:
+        parts.append(f"CLIP {row['clip_image']:.3f}")
+    return ", ".join(parts)
+
+
+def method_comparison(outputs, names: list[str] | None = None) -> W.Widget:
+    """Pick an image and a rate level: every method's decoded image side by side, with its bpp and key metrics.
+
+    ``outputs`` is a :class:`itc_core.report.MethodOutputs`; each (image, method) is decoded on first view
+    and cached, so moving back to a seen image or rate is instant. Level 1 is each method's lowest rate
+    point; a method with fewer points shows its highest.
+    """
+    names = list(names or outputs.names)
+    methods = outputs.methods
+    image = W.Dropdown(options=names, value=names[0], description="image")
+    level = W.IntSlider(value=1, min=1, max=outputs.levels(), description="rate level")
+    size = W.Layout(width="128px", height="128px")  # every panel the same size, whatever its label's width
+    original = W.Image(format="png", layout=size)
+    shown = {m: W.Image(format="png", layout=size) for m in methods}
+    labels = {m: W.HTML() for m in methods}
+
+    def show(change=None):
+        original.value = _png(outputs.item(image.value).image, scale=2)
+        for method, row in outputs.at_level(image.value, level.value - 1).items():
+            shown[method].value = _png(row["decoded"], scale=2)
+            reading = f"<br><i>reads: {row['reading']}</i>" if row.get("reading") else ""
+            labels[method].value = (f"<div style='width:15em'><b>{method} {row['point']}: {row['bpp']:.4f} bpp</b>"
+                                    f"<br><small>{_metrics_line(row)}{reading}</small></div>")
+
+    image.observe(show, names="value")
+    level.observe(show, names="value")
+    show()
+    panels = [W.VBox([W.HTML("<b>original</b>"), original])]
+    panels += [W.VBox([shown[m], labels[m]]) for m in methods]
+    return W.VBox([W.HBox([image, level]), W.HBox(panels, layout=W.Layout(flex_flow="row wrap"))])

@@ -7,7 +7,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-SMALL = {"02_semantic_finetuning.ipynb": {"FINETUNE_STEPS": 3}}  # per-notebook parameters that keep the suite short
+SMALL = {"02_semantic_finetuning.ipynb": {"FINETUNE_STEPS": 3},  # per-notebook parameters that keep the suite short
+         "04_evaluation.ipynb": {"LIMIT": 1, "METHODS": ["lic", "ours", "jpeg"], "QUALITIES": [1, 2],
+                                 "PILLOW_QUALITIES": [10, 50], "BOOT": 5, "GALLERY": 1}}
 
 
 def test_there_are_notebooks():
@@ -33,3 +35,6 @@ def test_executes_with_papermill(path, tmp_path):
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics, "the last cell records key figures"
     assert list(out_dir.glob("*.png"))
+    if path.name == "04_evaluation.ipynb":  # every method asked for ran, and the gallery shows what was scored
+        assert metrics["methods"] == ["lic", "ours", "jpeg"] and metrics["not_run"] == {}
+        assert metrics["gallery_reproduces"] is True

@@ -183,10 +183,40 @@ RESTORATION_EXPLORER = Widget(
     ),
 )
 
+# --- 04_evaluation: every method side by side at a chosen image and rate level ------------------------------
+# Panels: original, then lic, lic+restorer, ours, ours-full, jpeg, webp, misc (the tiny preset runs them all).
+def method_bpp(method: str) -> Readout:
+    """The bpp the comparison prints under ``method``'s panel ("ours q2: 0.0654 bpp")."""
+    return Readout(f"{method} bpp", pattern=rf"(?<![\w+-]){re.escape(method)} [qb]\w*: ([\d.]+) bpp")
+
+
+METHOD_COMPARISON = Widget(
+    call="method_comparison",
+    readouts=(
+        Readout("level", selector=".widget-slider .widget-readout", pattern=r"(\d+)"),
+        method_bpp("lic"), method_bpp("ours"), method_bpp("jpeg"),
+        Readout("original", image=".widget-image >> nth=0"),
+        Readout("ours image", image=".widget-image >> nth=3"),
+    ),
+    interactions=(
+        Interaction(SLIDER, "press", ("ArrowRight",), (
+            Expect("rate level one up", lambda b, a: a["level"] == b["level"] + 1),
+            increased("lic bpp"), increased("ours bpp"), increased("jpeg bpp"),
+            changed("ours image"), unchanged("original"))),
+        Interaction(".widget-dropdown select", "select", "scene-2000001", (
+            changed("original"), changed("ours image"), unchanged("level"))),
+        Interaction(SLIDER, "press", ("Home",), (
+            Expect("rate level back to 1", lambda b, a: a["level"] == 1),
+            decreased("ours bpp"), decreased("jpeg bpp"), changed("ours image"), unchanged("original"))),
+    ),
+)
+
 NOTEBOOKS: dict[str, Notebook] = {
     "00_quickstart": Notebook(widgets=(QUALITY_EXPLORER,)),
     "01_caption_compression": Notebook(widgets=(CAPTION_EDITOR,), parameters={"N_SCENES": 4}),
     "03_diffusion_decoding": Notebook(widgets=(RESTORATION_EXPLORER,), parameters={"N_SCENES": 4}),
+    "04_evaluation": Notebook(widgets=(METHOD_COMPARISON,),
+                              parameters={"LIMIT": 2, "QUALITIES": [1, 2], "BOOT": 20, "GALLERY": 1}),
 }
 
 
