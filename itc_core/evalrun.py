@@ -272,6 +272,11 @@ class MethodRunner:
         """One row per rate point of ``method`` for the current image, scored."""
         return self._scored(method, *self._outputs(method))
 
+    def scored_outputs(self, method: str) -> tuple[list[dict], list[Image.Image]]:
+        """``rows(method)`` and the decoded images they score, from one decode (the notebook's gallery)."""
+        parts, images = self._outputs(method)
+        return self._scored(method, parts, images), images
+
     def decoded(self, method: str) -> list[tuple[str, Image.Image]]:
         """(point, what the decoder outputs) per rate point of ``method`` for the current image."""
         parts, images = self._outputs(method)

@@ -224,8 +224,7 @@ class MethodOutputs:
             if self._current != name:  # the runner caches one image's LIC files and caption
                 runner.begin_image(self.item(name))
                 self._current = name
-            parts, decoded = runner._outputs(method)  # rows() and decoded() would each decode again
-            rows = runner._scored(method, parts, decoded)
+            rows, decoded = runner.scored_outputs(method)
             referee = runner.scorer.referee
             readings = referee.read(decoded) if referee is not None else [None] * len(decoded)
             for row, image, reading in zip(rows, decoded, readings):
