@@ -139,7 +139,7 @@ QUALITY_EXPLORER = Widget(
 
 # --- 01_caption_compression: the caption editor ----------------------------------------------------------
 CAPTION_METHODS = ("utf8", "zlib", "lzma", "rank-zlib", "lm-ac", "lmm-ac")
-SHORT_CAPTION = "a small red star at the top"
+SHORT_CAPTION = "a small red kite above the sea"  # out of the tiny world: every method, lm-ac included, costs other bits
 LONG_CAPTION = "a large blue circle at the bottom left and a small yellow square in the centre on a dotted grey background"
 
 
