@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -28,8 +29,12 @@ def small_settings(**kw):
                         boot=20, **kw)
 
 
+VENV_BIN = Path(sys.executable).parent
+
+
 def itc_eval(out, *extra, launcher=()):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # The environment's own bin/ first: accelerate runs `mpirun` by name (the `mpich` wheel puts it there).
+    env = dict(os.environ, OMP_NUM_THREADS="1", PATH=os.pathsep.join([str(VENV_BIN), os.environ.get("PATH", "")]))
     cmd = [sys.executable, *launcher, "-m", "itc_core.cli", "eval", *SMALL, "--out", str(out), *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -117,10 +122,10 @@ def test_accelerate_two_processes_equal_one(tmp_path, reference, launcher):
     if launcher == "torchrun":
         flags = ["--multi_gpu", "--num_processes", "2"]
     else:
-        if not shutil.which("mpirun") and not shutil.which("mpiexec"):
+        if not shutil.which("mpirun", path=os.pathsep.join([str(VENV_BIN), os.environ.get("PATH", "")])):
             pytest.skip("accelerate launch --cpu --num_processes 2 launches through mpirun, which is not installed")
         hostfile = tmp_path / "hostfile"
-        hostfile.write_text("localhost slots=2\n")
+        hostfile.write_text("localhost\n")  # plain host names: both MPICH (host:n) and Open MPI (slots=n) read it
         flags = ["--cpu", "--num_processes", "2", "--mpirun_hostfile", str(hostfile)]
     out = tmp_path / "run"
     proc = itc_eval(out, launcher=("-m", "accelerate.commands.launch", *flags))
