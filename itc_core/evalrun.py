@@ -41,7 +41,6 @@ already done, and ``itc eval`` pins torch to one thread per process.
 from __future__ import annotations
 
 import copy
-import io
 import json
 import math
 import os
@@ -316,16 +315,14 @@ class MethodRunner:
         return parts, self._restore(recons, captions)
 
     def _pillow(self, method: str):
-        from PIL import Image
+        from .rd import pillow_round_trip
 
         image, fmt = self._cache["item"].image, method.upper()
         pixels = image.width * image.height
         parts, decoded = [], []
         for point in self.points(method):
-            buf = io.BytesIO()
-            image.save(buf, fmt, quality=int(point[1:]), **({"method": 6} if fmt == "WEBP" else {}))
-            size = buf.tell()
-            decoded.append(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+            size, back = pillow_round_trip(image, fmt, int(point[1:]))
+            decoded.append(back)
             parts.append((point, {"bytes": size, "bpp": 8 * size / pixels, "bpp_image": 8 * size / pixels,
                                   "bpp_text": 0.0, "bpp_overhead": 0.0}, None))
         return parts, decoded

@@ -21,20 +21,26 @@ from . import metrics
 from .data import image_to_tensor
 from .metrics import psnr
 
-__all__ = ["WEBP_QUALITIES", "JPEG_QUALITIES", "pillow_point", "lic_points", "monotone", "bd_rate_vs", "below_curve"]
+__all__ = ["WEBP_QUALITIES", "JPEG_QUALITIES", "pillow_round_trip", "pillow_point", "lic_points", "monotone", "bd_rate_vs",
+           "below_curve"]
 
 WEBP_QUALITIES = (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90)
 JPEG_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90)
+
+
+def pillow_round_trip(image: Image.Image, fmt: str, quality: int) -> tuple[int, Image.Image]:
+    """(file bytes, decoded RGB image) of ``image`` saved by Pillow as ``fmt`` (WEBP: method 6) at ``quality``."""
+    buf = io.BytesIO()
+    image.save(buf, fmt, quality=quality, **({"method": 6} if fmt == "WEBP" else {}))
+    return buf.tell(), Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
 
 
 def pillow_point(images: list[Image.Image], fmt: str, quality: int) -> dict:
     """Mean whole-file bpp and PSNR of ``images`` saved by Pillow as ``fmt`` (WEBP: method 6) at ``quality``."""
     bpps, psnrs = [], []
     for image in images:
-        buf = io.BytesIO()
-        image.save(buf, fmt, quality=quality, **({"method": 6} if fmt == "WEBP" else {}))
-        decoded = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-        bpps.append(8 * buf.tell() / (image.width * image.height))
+        size, decoded = pillow_round_trip(image, fmt, quality)
+        bpps.append(8 * size / (image.width * image.height))
         psnrs.append(psnr(image_to_tensor(image), image_to_tensor(decoded)))
     return {"quality": quality, "bpp": float(np.mean(bpps)), "psnr_db": float(np.mean(psnrs))}
 
