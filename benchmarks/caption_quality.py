@@ -33,9 +33,10 @@ from itc_core.codec import ImageTextCodec
 from itc_core.evaluate import selection_rows, selection_summary
 from itc_core.tinyworld import (COLOURS, SHAPES, SIZES, caption, caption_accuracy, generate_scene, render, sample,
                                 split_seeds)
+from itc_core.tinyworld.scenes import ATTRIBUTES as SCENE_ATTRIBUTES
 from itc_core.tinyworld.train_lmm import generate_captions
 
-ATTRIBUTES = ("exact", "shape", "colour", "size", "position", "count", "background", "pattern")
+ATTRIBUTES = ("exact", *SCENE_ATTRIBUTES)
 
 
 def accuracy_table(codec: ImageTextCodec, n: int) -> dict:

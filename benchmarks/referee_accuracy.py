@@ -24,8 +24,9 @@ from tqdm.auto import tqdm
 from itc_core.codec import ImageTextCodec
 from itc_core.tinyworld import batch, split_seeds
 from itc_core.tinyworld.referee import Referee, as_batch
+from itc_core.tinyworld.scenes import ATTRIBUTES as SCENE_ATTRIBUTES
 
-ATTRIBUTES = ("exact", "shape", "colour", "size", "position", "count", "background", "pattern")
+ATTRIBUTES = ("exact", *SCENE_ATTRIBUTES)
 
 
 def reconstructions(codec: ImageTextCodec, quality: int, originals: torch.Tensor, key: str,

@@ -25,13 +25,14 @@ from .caption_codec import LM_METHODS, METHODS, compress_caption
 from .evalrun import EvalSettings, run_eval
 from .captioner import caption_candidates, generation_kwargs, pick_caption
 from .tinyworld import caption_accuracy, sample
+from .tinyworld.scenes import ATTRIBUTES
 
 __all__ = ["caption_rows", "selection_rows", "selection_summary", "SELECTION_MODES", "restoration_study",
            "restoration_panels", "REFEREE_ATTRIBUTES", "EvalSettings", "run_eval"]
 
 # (mode, beam candidates N) compared by default: the paper's greedy caption and the two selections at N = 4 and 8.
 SELECTION_MODES = (("greedy", 1), ("rerank", 4), ("rerank", 8), ("rate-aware", 4), ("rate-aware", 8))
-REFEREE_ATTRIBUTES = ("exact", "shape", "colour", "size", "position", "count", "background", "pattern")
+REFEREE_ATTRIBUTES = ("exact", *ATTRIBUTES)
 
 
 def caption_rows(codec, seeds, methods=METHODS, progress: bool = True, select: str | None = None) -> list[dict]:

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 __all__ = [
     "SHAPES", "COLOURS", "SIZES", "POSITIONS", "PATTERNS", "SPLITS",
     "SceneObject", "Scene", "generate_scene", "render", "caption", "parse_caption",
-    "split_seeds", "sample", "caption_accuracy",
+    "split_seeds", "sample", "caption_accuracy", "ATTRIBUTES",
 ]
 
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "hexagon", "cross")
@@ -136,13 +136,17 @@ def parse_caption(text: str) -> Scene:
     return Scene(tuple(objects), match["background"], match["pattern"])
 
 
+# The per-attribute keys of ``caption_accuracy`` (besides "exact"), in the order tables print them.
+ATTRIBUTES = ("shape", "colour", "size", "position", "count", "background", "pattern")
+
+
 def caption_accuracy(predicted: list[str], seeds) -> dict:
     """Exact-caption match and per-attribute accuracy of ``predicted`` against scenes ``seeds``.
 
     ``seeds`` may also hold :class:`Scene` objects (e.g. a scene whose caption was edited).
     Objects are matched by grid position; an unparseable caption counts every attribute wrong.
     """
-    counts = {k: [0, 0] for k in ("shape", "colour", "size", "position", "count", "background", "pattern")}
+    counts = {k: [0, 0] for k in ATTRIBUTES}
     exact = 0
     for text, seed in zip(predicted, seeds):
         truth = seed if isinstance(seed, Scene) else generate_scene(seed)
