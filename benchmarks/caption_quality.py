@@ -6,9 +6,10 @@
    guard) of held-out val scenes: the originals, and the LIC reconstruction at
    every rate point (real compress/decompress round trips), judged against the
    scene's true caption (exact match and per attribute, ``caption_accuracy``).
-2. CLIP check: how often the preset's CLIP prefers a scene's true caption to
-   every variant with one object's shape (colour, size) changed, the ceiling
-   of ``rerank`` when candidates differ in that attribute.
+2. CLIP check: how often the preset's ranking CLIP (``caption.rank_clip``,
+   else ``caption.clip``) prefers a scene's true caption to every variant
+   with one object's shape (colour, size) changed, the ceiling of ``rerank``
+   when candidates differ in that attribute.
 3. Selection: for each mode of ``caption.select`` and each number of beam
    candidates N, the exact accuracy of the caption the encoder would code and
    its mean real ``lmm-ac`` bits given the reconstruction at the lowest rate.
@@ -60,15 +61,15 @@ def selection_table(codec: ImageTextCodec, n: int, modes) -> dict:
     t0 = time.time()
     table = selection_summary(selection_rows(codec, split_seeds("val", n), modes))
     cfg = codec.config.caption
-    table["_info"] = {"scenes": n, "context": f"lic_q{min(codec.config.image_codec.qualities)}", "clip": cfg.clip,
-                      "clip_margin": cfg.clip_margin, "seconds": round(time.time() - t0, 1)}
+    table["_info"] = {"scenes": n, "context": f"lic_q{min(codec.config.image_codec.qualities)}",
+                      "clip": cfg.rank_clip or cfg.clip, "clip_margin": cfg.clip_margin, "seconds": round(time.time() - t0, 1)}
     return table
 
 
 def clip_discrimination(codec: ImageTextCodec, n: int) -> dict:
-    """How often the preset's CLIP ranks a val original's true caption above every one-attribute variant of it
+    """How often the preset's ranking CLIP ranks a val original's true caption above every one-attribute variant of it
     (one object's shape, colour or size changed): the ceiling of ``rerank`` when the LMM's candidates differ so."""
-    clip = codec.clip
+    clip = codec.rank_clip
     wins = {"shape": [], "colour": [], "size": []}
     values = {"shape": SHAPES, "colour": tuple(COLOURS), "size": tuple(SIZES)}
     for seed in tqdm(split_seeds("val", n), desc="CLIP", mininterval=5):

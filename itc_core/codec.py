@@ -129,6 +129,7 @@ class ImageTextCodec:
         self._image_codecs: dict[int, ImageCodec] = {}
         self._lmm = None
         self._clip = None
+        self._rank_clip = None
         self._restorer = None
 
     @classmethod
@@ -159,11 +160,21 @@ class ImageTextCodec:
 
     @property
     def clip(self):
-        """The preset's CLIP (``caption.clip``) that ranks caption candidates, loaded on first use."""
+        """The preset's CLIP (``caption.clip``), loaded on first use: ``itc eval`` scores with it."""
         if self._clip is None:
             from .captioner import load_clip
             self._clip = load_clip(self.config.caption.clip)
         return self._clip
+
+    @property
+    def rank_clip(self):
+        """The CLIP that ranks caption candidates: ``caption.rank_clip``, else the preset's :attr:`clip`."""
+        if not self.config.caption.rank_clip:
+            return self.clip
+        if self._rank_clip is None:
+            from .captioner import load_clip
+            self._rank_clip = load_clip(self.config.caption.rank_clip)
+        return self._rank_clip
 
     @property
     def restorer(self):
@@ -189,7 +200,7 @@ class ImageTextCodec:
         image = to_rgb(image)[0]
         if select == "rate-aware" and reconstruction is None and method == "lmm-ac":
             reconstruction = self.reconstruct(image)
-        return select_caption(self.lmm, image, select, cfg.candidates, self.clip if select != "greedy" else None,
+        return select_caption(self.lmm, image, select, cfg.candidates, self.rank_clip if select != "greedy" else None,
                               reconstruction, method, cfg.clip_margin, **generation_kwargs(cfg))
 
     def caption(self, image: Image.Image, select: str | None = None) -> str:

@@ -90,7 +90,10 @@ class CaptionConfig:
             ``clip`` finds most similar to the original image) or ``rate-aware`` (among candidates
             within ``clip_margin`` of the best similarity, the fewest coded bits given the reconstruction).
         candidates: beams for ``rerank`` and ``rate-aware``.
-        clip: the CLIP that ranks candidates: a hub id or a path (under the data directory).
+        clip: the preset's CLIP: a hub id or a path (under the data directory). ``itc eval`` scores
+            images and captions with it, and it ranks candidates unless ``rank_clip`` is set.
+        rank_clip: a CLIP that ranks candidates instead of ``clip`` (the tiny world's is trained
+            with one-attribute hard negatives, since its plain CLIP cannot tell shapes apart).
         clip_margin: cosine-similarity margin of ``rate-aware``.
     """
 
@@ -105,6 +108,7 @@ class CaptionConfig:
     select: str = "greedy"
     candidates: int = 4
     clip: str | None = None
+    rank_clip: str | None = None
     clip_margin: float = 0.01
 
 
@@ -251,8 +255,8 @@ def _check_selection(name: str, cap: CaptionConfig) -> None:
     """Validate the caption-generation guard and the selection keys of ``cap``."""
     if cap.select not in SELECT_MODES:
         raise ConfigError(f"{name}: caption.select {cap.select!r}; valid: {', '.join(SELECT_MODES)}")
-    if cap.select != "greedy" and not cap.clip:
-        raise ConfigError(f"{name}: caption.select {cap.select} needs caption.clip (a CLIP model)")
+    if cap.select != "greedy" and not (cap.rank_clip or cap.clip):
+        raise ConfigError(f"{name}: caption.select {cap.select} needs caption.clip or caption.rank_clip (a CLIP model)")
     if not isinstance(cap.candidates, int) or isinstance(cap.candidates, bool) or cap.candidates < 1:
         raise ConfigError(f"{name}: caption.candidates must be a positive integer, got {cap.candidates!r}")
     for key in ("no_adjacent_repeat", "no_repeat_ngram_size"):

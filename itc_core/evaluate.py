@@ -84,7 +84,7 @@ def selection_rows(codec, seeds, modes=SELECTION_MODES, quality: int | None = No
             return bits[text]
         for n in sorted({n for _, n in modes}):
             texts = caption_candidates(codec.lmm, image, n, **kwargs)
-            sims = codec.clip.similarity(image, texts) if any(m != "greedy" and k == n for m, k in modes) else None
+            sims = codec.rank_clip.similarity(image, texts) if any(m != "greedy" and k == n for m, k in modes) else None
             for mode, k in modes:
                 if k != n:
                     continue

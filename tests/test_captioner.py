@@ -180,3 +180,31 @@ def test_selection_without_clip_is_a_clear_error(random_lmm_dir):
         load_clip(None)
     with pytest.raises(WeightsError, match="itc tiny-zoo --only clip"):
         load_clip("tiny/no-clip-here")
+
+
+def test_rank_clip_ranks_candidates_while_clip_stays_the_scoring_clip(tmp_path, random_lmm_dir):
+    import yaml
+
+    from itc_core.codec import ImageTextCodec
+    from itc_core.config import load_config
+
+    import torch
+
+    torch.manual_seed(1)
+    scoring = tiny_random_clip(tmp_path / "a")
+    torch.manual_seed(2)
+    ranking = tiny_random_clip(tmp_path / "b")
+    preset = tmp_path / "ranked.yaml"
+    preset.write_text(yaml.safe_dump({"base": "tiny", "caption": {
+        "lmm": str(random_lmm_dir), "prompt": PROMPT, "max_new_tokens": 6, "select": "rerank", "candidates": 2,
+        "clip": str(scoring), "rank_clip": str(ranking)}}))
+    codec = ImageTextCodec(load_config(str(preset)))
+    assert codec.clip is not codec.rank_clip
+    image = sample(2_000_031)[0]
+    choice = codec.choose_caption(image)
+    assert choice.similarity == pytest.approx(codec.rank_clip.similarity(image, choice.candidates).tolist())
+    plain = yaml.safe_load(preset.read_text())
+    del plain["caption"]["rank_clip"]
+    preset.write_text(yaml.safe_dump(plain))
+    codec = ImageTextCodec(load_config(str(preset)))
+    assert codec.rank_clip is codec.clip  # without rank_clip, the preset's CLIP ranks
