@@ -455,6 +455,20 @@ def cmd_tiny_zoo(args) -> None:
         acc = report["captioning_original"]
         print(f"lmm: exact captions {acc['exact']:.3f}, shape {acc['shape']:.3f}, colour {acc['colour']:.3f} "
               f"-> {root / 'lmm'}")
+    if args.only in (None, "clip-rerank"):  # ranks caption candidates (caption.rank_clip): needs the clip and the lmm
+        from dataclasses import replace
+
+        from .tinyworld.train_clip import RERANK_RECIPE, train_clip
+        default_root = root.resolve() == (data_dir() / "tiny").resolve()
+        recipe = replace(RERANK_RECIPE, **{key: part if default_root else str(root / part.removeprefix("tiny/"))
+                                           for key, part in (("vision_from", RERANK_RECIPE.vision_from),
+                                                             ("text_from", RERANK_RECIPE.text_from))})
+        if args.steps is not None:
+            recipe.steps = args.steps
+        report = train_clip(root / "clip-rerank", work / "clip-rerank", recipe, _train_device(args.device),
+                            "itc tiny-zoo --only clip-rerank")
+        shape = report["true_caption_beats_every_variant"]["shape"]
+        print(f"clip-rerank: true caption above every shape variant {shape:.3f} -> {root / 'clip-rerank'}")
     if args.only in (None, "referee"):
         from .tinyworld.train_referee import RefereeRecipe, train_referee
         recipe = RefereeRecipe()
@@ -523,6 +537,12 @@ def cmd_eval(args) -> int:
                             misc_points=args.misc_points or MISC_POINTS, steps=args.steps, anchor=args.anchor,
                             boot=args.boot)
     settings.validate()  # before models load or processes start
+    if args.quiet:  # the libraries' own loading bars too ("Loading weights", "Loading pipeline components")
+        import diffusers
+        import transformers
+
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
     rank, world, barrier = _distributed()
     summary = run_eval(settings, args.out, rank=rank, world=world, barrier=barrier, progress=not args.quiet)
     if summary is not None:
@@ -631,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "32x4,16x4,8x4,8x8,4x8,4x16)")
     p.add_argument("--threads", type=_positive_int, default=1, help="torch threads per process (default: 1; "
                    "results are reproducible at the same thread count)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (ours nor the libraries')")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("finetune", help="train or fine-tune a CompressAI codec (rate-distortion or semantic loss)")
@@ -641,7 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("tiny-zoo", help="retrain the tiny world's models into data/")
-    p.add_argument("--only", choices=["lic", "lic-semantic", "clip", "lmm", "referee", "restorer"],
+    p.add_argument("--only", choices=["lic", "lic-semantic", "clip", "lmm", "clip-rerank", "referee", "restorer"],
                    help="which part to train (default: all but lic-semantic, in order)")
     p.add_argument("--qualities", type=int, nargs="+", help="rate points to train (default: all)")
     p.add_argument("--steps", type=int, help="training steps per stage (default: the recipe's)")

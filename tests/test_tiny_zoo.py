@@ -1,6 +1,8 @@
 import json
 
+import pytest
 import torch
+from PIL import Image
 
 from itc_core.config import ImageCodecConfig
 from itc_core.image_codec import ImageCodec
@@ -57,6 +59,28 @@ def test_clip_and_lmm_recipes_train_save_and_load(tmp_path):
     model = AutoModelForImageTextToText.from_pretrained(tmp_path / "lmm")
     processor = AutoProcessor.from_pretrained(tmp_path / "lmm")
     assert type(model).__name__ == "LlavaForConditionalGeneration" and processor.tokenizer.eos_token_id == 3
+
+    # The caption reranker starts from the LMM's vision tower (frozen) and the CLIP's text tower.
+    from itc_core.captioner import ClipScorer
+
+    rerank = ClipRecipe(projection=16, steps=2, batch_size=4, train_scenes=16, eval_scenes=12, candidates=10,
+                        hard_negatives=2, vision_from=str(tmp_path / "lmm"), text_from=str(tmp_path / "clip"),
+                        extra_vision_layers=1)
+    train_clip(tmp_path / "rerank", tmp_path / "work" / "rerank", rerank)
+    ranker = CLIPModel.from_pretrained(tmp_path / "rerank")
+    tower = model.model.vision_tower
+    assert len(ranker.vision_model.encoder.layers) == len(tower.encoder.layers) + 1
+    for name, value in tower.state_dict().items():  # the LMM's layers are not trained (the pooling's norm is)
+        if not name.startswith("post_layernorm"):
+            assert torch.equal(ranker.vision_model.state_dict()[name], value), name
+    text_before = CLIPModel.from_pretrained(tmp_path / "clip").text_model.embeddings.token_embedding.weight
+    assert not torch.equal(ranker.text_model.embeddings.token_embedding.weight, text_before)  # the text side learns
+    assert len(list((tmp_path / "work" / "rerank").glob("features_*.pt"))) == 1  # the frozen layers ran once
+    scorer = ClipScorer.from_pretrained(str(tmp_path / "rerank"))
+    assert scorer.similarity(Image.new("RGB", (64, 64)), ["a small red circle", "a large blue star"]).shape == (2,)
+    bad = ClipRecipe(projection=8, text_from=str(tmp_path / "clip"))
+    with pytest.raises(ValueError, match="projection"):
+        train_clip(tmp_path / "bad", tmp_path / "work" / "bad", bad)
 
 
 def test_hard_negative_variants_change_exactly_one_attribute(tmp_path):
