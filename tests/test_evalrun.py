@@ -106,6 +106,7 @@ def test_killed_three_times_then_resumed_equals_the_uninterrupted_run(tmp_path, 
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
     assert "BD-rate vs lic on referee_distance, ours" in stdout and "summary.json" in stdout
+    assert "Loading" not in stderr and "it/s" not in stderr  # --quiet: neither our bars nor the libraries'
     assert (out / "summary.json").read_text() == reference[0]
     assert (out / "results.jsonl").read_text() == reference[1]
 
