@@ -59,7 +59,7 @@ def test_invalid_yaml_and_base_loops(tmp_path):
     ({"caption": {"lmm": None, "method": "lm-ac"}}, "needs caption.lmm"),
     ({"name": "paper"}, "may not be named 'paper'"),
     ({"caption": {"select": "best"}}, "caption.select 'best'"),
-    ({"caption": {"select": "rerank", "clip": None}}, "needs caption.clip"),
+    ({"caption": {"select": "rerank", "clip": None, "rank_clip": None}}, "needs caption.clip"),
     ({"caption": {"candidates": 0}}, "candidates must be a positive integer"),
     ({"caption": {"no_adjacent_repeat": -1}}, "no_adjacent_repeat must be an integer"),
     ({"caption": {"repetition_penalty": 0}}, "repetition_penalty must be > 0"),
