@@ -42,7 +42,9 @@ def test_trains_exports_and_resumes(tmp_path):
 
 
 def test_clip_and_lmm_recipes_train_save_and_load(tmp_path):
-    from transformers import AutoModelForImageTextToText, AutoProcessor, CLIPModel
+    from dataclasses import replace
+
+    from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, CLIPModel
 
     from itc_core.tinyworld.train_clip import ClipRecipe, train_clip
     from itc_core.tinyworld.train_lmm import LmmRecipe, train_lmm
@@ -75,7 +77,16 @@ def test_clip_and_lmm_recipes_train_save_and_load(tmp_path):
             assert torch.equal(ranker.vision_model.state_dict()[name], value), name
     text_before = CLIPModel.from_pretrained(tmp_path / "clip").text_model.embeddings.token_embedding.weight
     assert not torch.equal(ranker.text_model.embeddings.token_embedding.weight, text_before)  # the text side learns
-    assert len(list((tmp_path / "work" / "rerank").glob("features_*.pt"))) == 1  # the frozen layers ran once
+    # Retrained weights upstream (here the text tower's source) start a new run instead of resuming the old one.
+    changed = CLIPModel.from_pretrained(tmp_path / "clip")
+    changed.logit_scale.data += 1
+    changed.save_pretrained(tmp_path / "clip2")
+    AutoTokenizer.from_pretrained(tmp_path / "clip").save_pretrained(tmp_path / "clip2")
+    train_clip(tmp_path / "rerank2", tmp_path / "work" / "rerank", replace(rerank, text_from=str(tmp_path / "clip2")))
+    work = tmp_path / "work" / "rerank"
+    assert len(list(work.glob("features_*.pt"))) == 2 and len(list(work.glob("clip-*.pt"))) == 2
+    with pytest.raises(ValueError, match="vision_from"):
+        train_clip(tmp_path / "bad", tmp_path / "work" / "bad", ClipRecipe(extra_vision_layers=1))
     scorer = ClipScorer.from_pretrained(str(tmp_path / "rerank"))
     assert scorer.similarity(Image.new("RGB", (64, 64)), ["a small red circle", "a large blue star"]).shape == (2,)
     bad = ClipRecipe(projection=8, text_from=str(tmp_path / "clip"))

@@ -72,8 +72,8 @@ class ClipRecipe:
     candidates: int = 100
     seed: int = 0
     hard_negatives: int = 0  # per image, one-attribute variants of its caption added as negatives (0: plain CLIP)
-    vision_from: str = ""  # an LMM folder (e.g. tiny/lmm) whose CLIP vision tower starts the vision side (sizes follow it)
-    text_from: str = ""  # a CLIP folder (e.g. tiny/clip) whose text tower, text projection and scale start the text side
+    vision_from: str = ""  # an LMM folder (e.g. tiny/lmm) whose vision tower starts the vision side (sizes follow it)
+    text_from: str = ""  # a CLIP folder (e.g. tiny/clip): its text tower, text projection and scale start the text side
     extra_vision_layers: int = 0  # with vision_from: new layers trained on top of the frozen LMM tower
 
 
@@ -119,6 +119,8 @@ def build_clip(recipe: ClipRecipe, tokenizer) -> CLIPModel:
     vision = CLIPVisionConfig(image_size=64, patch_size=recipe.patch, hidden_size=recipe.hidden,
                               intermediate_size=2 * recipe.hidden, num_hidden_layers=recipe.layers,
                               num_attention_heads=recipe.heads)
+    if recipe.extra_vision_layers and not recipe.vision_from:
+        raise ValueError("extra_vision_layers adds layers on top of a vision_from tower; set vision_from too")
     if recipe.vision_from:
         vision = _lmm_vision_tower(recipe.vision_from).config
         vision.num_hidden_layers += recipe.extra_vision_layers
@@ -213,6 +215,20 @@ def retrieval_top1(model: CLIPModel, tokenizer, seeds, candidates: int = 100, ma
     return hits / len(seeds)
 
 
+def _sources_tag(recipe: ClipRecipe) -> str:
+    """``-<12 hex>``: SHA-256 of the weights ``vision_from`` / ``text_from`` start from ("" when neither is set)."""
+    import hashlib
+
+    refs = [ref for ref in (recipe.vision_from, recipe.text_from) if ref]
+    files = [f for ref in refs for f in sorted(_resolve(ref).glob("*.safetensors"))]
+    if not files:
+        return ""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.read_bytes())
+    return "-" + digest.hexdigest()[:12]
+
+
 def _freeze_lmm_layers(model: CLIPModel, recipe: ClipRecipe) -> int:
     """With ``vision_from``: freeze the vision embeddings and the LMM's layers; returns how many layers (else 0)."""
     if not recipe.vision_from:
@@ -225,9 +241,11 @@ def _freeze_lmm_layers(model: CLIPModel, recipe: ClipRecipe) -> int:
 
 
 @torch.no_grad()
-def _frozen_features(model: CLIPModel, frozen: int, images: np.ndarray, workdir: Path, device) -> torch.Tensor:
-    """Hidden states after the first ``frozen`` vision layers for every training image (float16, cached on disk)."""
-    cache = workdir / f"features_{len(images)}_{frozen}.pt"
+def _frozen_features(model: CLIPModel, frozen: int, images: np.ndarray, workdir: Path, device,
+                     tag: str = "") -> torch.Tensor:
+    """Hidden states after the first ``frozen`` vision layers for every training image (float16, cached on disk
+    under a name that carries ``tag``, the fingerprint of the source weights)."""
+    cache = workdir / f"features_{len(images)}_{frozen}{tag}.pt"
     if cache.exists():
         return torch.load(cache, weights_only=True)
     tower, chunks = model.vision_model, []
@@ -267,13 +285,14 @@ def train_clip(out_dir: Path, workdir: Path, recipe: ClipRecipe | None = None, d
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=recipe.lr, weight_decay=0.05)
     sched = warmup_cosine(opt, recipe.steps)
     gen = torch.Generator().manual_seed(recipe.seed)
-    ckpt, parts = workdir / "clip.pt", dict(model=model, opt=opt, sched=sched)
+    tag = _sources_tag(recipe)  # a retrained LMM or CLIP upstream starts afresh instead of resuming on stale state
+    ckpt, parts = workdir / f"clip{tag}.pt", dict(model=model, opt=opt, sched=sched)
     start = load_checkpoint(ckpt, gen, **parts)
     cache = workdir / f"scenes_{recipe.train_scenes}.npy"
     if not cache.exists():
         np.save(cache, batch(split_seeds("train", recipe.train_scenes)))
     images = np.load(cache)
-    features = _frozen_features(model, frozen, images, workdir, device) if frozen else None
+    features = _frozen_features(model, frozen, images, workdir, device, tag) if frozen else None
     scenes = [generate_scene(s) for s in split_seeds("train", recipe.train_scenes)]
     texts = [caption(scene) for scene in scenes]
     t0 = time.time()
@@ -315,7 +334,12 @@ def train_clip(out_dir: Path, workdir: Path, recipe: ClipRecipe | None = None, d
     out_dir.mkdir(parents=True, exist_ok=True)
     model.cpu().save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    report = {"recipe": asdict(recipe), "parameters": sum(p.numel() for p in model.parameters()),
+    vision, text = model.config.vision_config, model.config.text_config  # with vision_from/text_from, not the recipe's
+    towers = {"vision": {k: getattr(vision, k) for k in ("patch_size", "num_hidden_layers", "hidden_size")},
+              "text": {k: getattr(text, k) for k in ("num_hidden_layers", "hidden_size")}}
+    report = {"recipe": asdict(recipe), "towers": towers, "sources": tag.lstrip("-") or None,
+              "parameters": sum(p.numel() for p in model.parameters()),
+              "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
               "train_seconds_this_run": round(seconds, 1), "threads": torch.get_num_threads(),
               "retrieval_top1": top1, "retrieval": f"val seeds, {recipe.eval_scenes} scenes x {recipe.candidates} candidates",
               "true_caption_beats_every_variant": discrimination, "device": str(device), "command": command}
