@@ -193,14 +193,16 @@ def _pooled(out) -> torch.Tensor:
 
 
 def load_clip(ref: str | None) -> ClipScorer:
-    """The preset's CLIP (``caption.clip``) as a :class:`ClipScorer`; missing weights say where to get them."""
+    """A CLIP (``caption.clip`` or ``caption.rank_clip``) as a :class:`ClipScorer`; missing weights say how to get
+    them."""
     if not ref:
-        raise ConfigError("this preset has no CLIP (caption.clip is null): caption selection needs one")
+        raise ConfigError("this preset has no CLIP (caption.clip and caption.rank_clip are null): caption selection "
+                          "needs one")
     path = resolve_model(ref)
     try:
         return ClipScorer.from_pretrained(path)
     except Exception as err:  # OSError (missing), ValueError (not a CLIP), SafetensorError (damaged)
-        hint = ("`itc tiny-zoo --only clip` trains it" if ref.startswith("tiny/")
+        hint = (f"`itc tiny-zoo --only {ref.removeprefix('tiny/')}` trains it" if ref.startswith("tiny/")
                 else "it downloads from the Hugging Face hub once (needs the internet)")
         raise WeightsError(f"cannot load CLIP {ref!r} from {path} ({str(err).splitlines()[0]}); {hint}") from None
 
@@ -250,7 +252,7 @@ def select_caption(lm: NextTokenModel, image: Image.Image, mode: str = "greedy",
         text = caption_image(lm, image, **generate_kwargs)
         return CaptionChoice(text, mode, [text])
     if clip is None:
-        raise ConfigError(f"caption selection {mode} needs a CLIP (caption.clip)")
+        raise ConfigError(f"caption selection {mode} needs a CLIP (caption.rank_clip or caption.clip)")
     if mode == "rate-aware" and method == "lmm-ac" and reconstruction is None:
         raise ConfigError("rate-aware caption selection with lmm-ac needs the reconstruction")
     texts = caption_candidates(lm, image, candidates, **generate_kwargs)

@@ -87,7 +87,7 @@ class CaptionConfig:
         method: how the caption is coded in ``.itc`` files (see ``caption_codec.METHODS``).
         select: which caption the encoder codes (``captioner.SELECT_MODES``): ``greedy`` (the
             paper's), ``rerank`` (of ``candidates`` beam-search captions plus the greedy one, the one
-            ``clip`` finds most similar to the original image) or ``rate-aware`` (among candidates
+            ``rank_clip``, else ``clip``, finds most similar to the original image) or ``rate-aware`` (among candidates
             within ``clip_margin`` of the best similarity, the fewest coded bits given the reconstruction).
         candidates: beams for ``rerank`` and ``rate-aware``.
         clip: the preset's CLIP: a hub id or a path (under the data directory). ``itc eval`` scores
@@ -256,7 +256,8 @@ def _check_selection(name: str, cap: CaptionConfig) -> None:
     if cap.select not in SELECT_MODES:
         raise ConfigError(f"{name}: caption.select {cap.select!r}; valid: {', '.join(SELECT_MODES)}")
     if cap.select != "greedy" and not (cap.rank_clip or cap.clip):
-        raise ConfigError(f"{name}: caption.select {cap.select} needs caption.clip or caption.rank_clip (a CLIP model)")
+        raise ConfigError(f"{name}: caption.select {cap.select} needs caption.clip or caption.rank_clip "
+                          "(a CLIP model)")
     if not isinstance(cap.candidates, int) or isinstance(cap.candidates, bool) or cap.candidates < 1:
         raise ConfigError(f"{name}: caption.candidates must be a positive integer, got {cap.candidates!r}")
     for key in ("no_adjacent_repeat", "no_repeat_ngram_size"):

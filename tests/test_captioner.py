@@ -178,7 +178,7 @@ def test_selection_without_clip_is_a_clear_error(random_lmm_dir):
         select_caption(lm, sample(2_000_031)[0], "rerank", 2)
     with pytest.raises(ConfigError, match="no CLIP"):
         load_clip(None)
-    with pytest.raises(WeightsError, match="itc tiny-zoo --only clip"):
+    with pytest.raises(WeightsError, match="itc tiny-zoo --only no-clip-here"):  # the hint names the part
         load_clip("tiny/no-clip-here")
 
 
