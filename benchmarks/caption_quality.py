@@ -12,7 +12,8 @@
    when candidates differ in that attribute.
 3. Selection: for each mode of ``caption.select`` and each number of beam
    candidates N, the exact accuracy of the caption the encoder would code and
-   its mean real ``lmm-ac`` bits given the reconstruction at the lowest rate.
+   its mean real ``lmm-ac`` bits given the reconstruction at the lowest rate, and how often the true
+   caption is among the candidates at all (what a perfect ranker would reach).
 
 Prints tables; this is a benchmark, not a test. The figures depend on the
 shipped LMM and CLIP, so rerun it after retraining either.
@@ -94,11 +95,12 @@ def _print_selection(table: dict) -> None:
     info = table["_info"]
     print(f"caption selection, {info['scenes']} val originals; bits: lmm-ac given {info['context']}; "
           f"CLIP {info['clip']}, margin {info['clip_margin']}")
-    print(f"{'mode':>16} {'exact':>7} {'shape':>7} {'colour':>7} {'size':>7} {'bits':>7} {'cands':>6}")
+    print(f"{'mode':>16} {'exact':>7} {'shape':>7} {'colour':>7} {'size':>7} {'bits':>7} {'cands':>6} {'truth in':>8}")
     for key, r in table.items():
         if key != "_info":
             print(f"{key:>16} {100 * r['exact']:6.1f}% {100 * r['shape']:6.1f}% {100 * r['colour']:6.1f}% "
-                  f"{100 * r['size']:6.1f}% {r['mean_bits']:7.1f} {r['mean_candidates']:6.2f}")
+                  f"{100 * r['size']:6.1f}% {r['mean_bits']:7.1f} {r['mean_candidates']:6.2f} "
+                  f"{100 * r['truth_in_candidates']:7.1f}%")
 
 
 def main() -> None:

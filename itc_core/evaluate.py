@@ -90,18 +90,22 @@ def selection_rows(codec, seeds, modes=SELECTION_MODES, quality: int | None = No
                     continue
                 best = 0 if mode == "greedy" else pick_caption(texts, sims, mode, cfg.clip_margin, bits_of)[0]
                 rows.append({"seed": seed, "mode": mode if mode == "greedy" else f"{mode} N={n}", "caption": texts[best],
-                             "exact": texts[best] == truth, "bits": bits_of(texts[best]), "candidates": len(texts)})
+                             "exact": texts[best] == truth, "bits": bits_of(texts[best]), "candidates": len(texts),
+                             "truth_in_candidates": truth in texts})
     return rows
 
 
 def selection_summary(rows: list[dict]) -> dict[str, dict]:
-    """Per mode: exact and per-attribute accuracy (``caption_accuracy``), ``mean_bits`` and ``mean_candidates``."""
+    """Per mode: exact and per-attribute accuracy (``caption_accuracy``), ``mean_bits``, ``mean_candidates`` and
+    ``truth_in_candidates`` (the share of scenes whose true caption is among the candidates: a perfect ranker's
+    exact accuracy)."""
     out = {}
     for mode in dict.fromkeys(r["mode"] for r in rows):
         mine = [r for r in rows if r["mode"] == mode]
         out[mode] = {**caption_accuracy([r["caption"] for r in mine], [r["seed"] for r in mine]),
                      "mean_bits": float(np.mean([r["bits"] for r in mine])),
-                     "mean_candidates": float(np.mean([r["candidates"] for r in mine]))}
+                     "mean_candidates": float(np.mean([r["candidates"] for r in mine])),
+                     "truth_in_candidates": float(np.mean([r["truth_in_candidates"] for r in mine]))}
     return out
 
 
