@@ -12,8 +12,9 @@
    when candidates differ in that attribute.
 3. Selection: for each mode of ``caption.select`` and each number of beam
    candidates N, the exact accuracy of the caption the encoder would code and
-   its mean real ``lmm-ac`` bits given the reconstruction at the lowest rate, and how often the true
-   caption is among the candidates at all (what a perfect ranker would reach).
+   its mean real ``lmm-ac`` bits given the reconstruction at the lowest rate,
+   and how often the true caption is among the candidates at all (what a
+   perfect ranker would reach).
 
 Prints tables; this is a benchmark, not a test. The figures depend on the
 shipped LMM and CLIP, so rerun it after retraining either.
@@ -63,7 +64,8 @@ def selection_table(codec: ImageTextCodec, n: int, modes) -> dict:
     table = selection_summary(selection_rows(codec, split_seeds("val", n), modes))
     cfg = codec.config.caption
     table["_info"] = {"scenes": n, "context": f"lic_q{min(codec.config.image_codec.qualities)}",
-                      "clip": cfg.rank_clip or cfg.clip, "clip_margin": cfg.clip_margin, "seconds": round(time.time() - t0, 1)}
+                      "clip": cfg.rank_clip or cfg.clip, "clip_margin": cfg.clip_margin,
+                      "seconds": round(time.time() - t0, 1)}
     return table
 
 

@@ -460,9 +460,10 @@ def cmd_tiny_zoo(args) -> None:
 
         from .tinyworld.train_clip import RERANK_RECIPE, train_clip
         default_root = root.resolve() == (data_dir() / "tiny").resolve()
-        recipe = replace(RERANK_RECIPE, **{key: part if default_root else str(root / part.removeprefix("tiny/"))
-                                           for key, part in (("vision_from", RERANK_RECIPE.vision_from),
-                                                             ("text_from", RERANK_RECIPE.text_from))})
+
+        def part(name: str) -> str:  # "tiny/lmm" when training into data/tiny (as the shipped report reads)
+            return f"tiny/{name}" if default_root else str(root / name)
+        recipe = replace(RERANK_RECIPE, vision_from=part("lmm"), text_from=part("clip"))
         if args.steps is not None:
             recipe.steps = args.steps
         report = train_clip(root / "clip-rerank", work / "clip-rerank", recipe, _train_device(args.device),

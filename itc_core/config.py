@@ -87,8 +87,9 @@ class CaptionConfig:
         method: how the caption is coded in ``.itc`` files (see ``caption_codec.METHODS``).
         select: which caption the encoder codes (``captioner.SELECT_MODES``): ``greedy`` (the
             paper's), ``rerank`` (of ``candidates`` beam-search captions plus the greedy one, the one
-            ``rank_clip``, else ``clip``, finds most similar to the original image) or ``rate-aware`` (among candidates
-            within ``clip_margin`` of the best similarity, the fewest coded bits given the reconstruction).
+            ``rank_clip``, else ``clip``, finds most similar to the original image) or ``rate-aware``
+            (among candidates within ``clip_margin`` of the best similarity, the fewest coded bits given
+            the reconstruction).
         candidates: beams for ``rerank`` and ``rate-aware``.
         clip: the preset's CLIP: a hub id or a path (under the data directory). ``itc eval`` scores
             images and captions with it, and it ranks candidates unless ``rank_clip`` is set.

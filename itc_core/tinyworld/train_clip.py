@@ -28,6 +28,7 @@ sees it, and only the encoder ranks captions with it.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import sys
@@ -45,8 +46,8 @@ from .checkpoint import add_recipe_arguments, load_checkpoint, recipe_from_argum
 from .scenes import COLOURS, SHAPES, SIZES, batch, caption, generate_scene, split_seeds
 from .tokenizer import train_tokenizer
 
-__all__ = ["ClipRecipe", "RERANK_RECIPE", "train_clip", "pixel_tensor", "retrieval_top1", "attribute_discrimination", "variant_caption",
-           "CLIP_MEAN", "CLIP_STD"]
+__all__ = ["ClipRecipe", "RERANK_RECIPE", "train_clip", "pixel_tensor", "retrieval_top1", "attribute_discrimination",
+           "variant_caption", "CLIP_MEAN", "CLIP_STD"]
 
 VARIED = {"shape": SHAPES, "colour": tuple(COLOURS), "size": tuple(SIZES)}
 
@@ -121,22 +122,22 @@ def build_clip(recipe: ClipRecipe, tokenizer) -> CLIPModel:
                               num_attention_heads=recipe.heads)
     if recipe.extra_vision_layers and not recipe.vision_from:
         raise ValueError("extra_vision_layers adds layers on top of a vision_from tower; set vision_from too")
-    if recipe.vision_from:
-        vision = _lmm_vision_tower(recipe.vision_from).config
+    tower = _lmm_vision_tower(recipe.vision_from) if recipe.vision_from else None
+    source = CLIPModel.from_pretrained(_resolve(recipe.text_from)) if recipe.text_from else None
+    if tower is not None:
+        vision = copy.deepcopy(tower.config)
         vision.num_hidden_layers += recipe.extra_vision_layers
-    if recipe.text_from:
-        text = CLIPModel.from_pretrained(_resolve(recipe.text_from)).config.text_config
+    if source is not None:
+        text = source.config.text_config
     config = CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=recipe.projection)
     model = CLIPModel(config)
-    if recipe.vision_from:
-        missing, unexpected = model.vision_model.load_state_dict(_lmm_vision_tower(recipe.vision_from).state_dict(),
-                                                                 strict=False)
+    if tower is not None:
+        missing, unexpected = model.vision_model.load_state_dict(tower.state_dict(), strict=False)
         new = {f"encoder.layers.{i}." for i in range(vision.num_hidden_layers - recipe.extra_vision_layers,
                                                      vision.num_hidden_layers)}
         if unexpected or any(not any(k.startswith(n) for n in new) for k in missing):
             raise ValueError(f"vision_from {recipe.vision_from!r}: its tower does not fit ({missing or unexpected})")
-    if recipe.text_from:
-        source = CLIPModel.from_pretrained(_resolve(recipe.text_from))
+    if source is not None:
         if source.config.projection_dim != recipe.projection or len(tokenizer) != source.config.text_config.vocab_size:
             raise ValueError(f"text_from {recipe.text_from!r}: projection {source.config.projection_dim} and vocabulary "
                              f"{source.config.text_config.vocab_size} must match the recipe's {recipe.projection} and "
