@@ -34,7 +34,7 @@ from .errors import ConfigError, WeightsError
 
 __all__ = ["load_lmm", "caption_image", "build_prompt", "CsvCaptions", "SELECT_MODES", "generation_kwargs",
            "NoAdjacentRepeat", "guard_processors",
-           "caption_candidates", "ClipScorer", "load_clip", "CaptionChoice", "pick_caption", "select_caption"]
+           "caption_candidates", "ClipScorer", "clip_model", "load_clip", "CaptionChoice", "pick_caption", "select_caption"]
 
 
 def build_prompt(processor, cfg: CaptionConfig) -> str:
@@ -150,7 +150,7 @@ class ClipScorer:
         """Load a CLIP folder or hub id; a folder without an image-processor config gets CLIP's own preprocessing."""
         from transformers import AutoImageProcessor, AutoTokenizer, CLIPImageProcessor, CLIPModel
 
-        model = CLIPModel.from_pretrained(ref, dtype=torch.float32)
+        model = clip_model(ref)
         try:
             images = AutoImageProcessor.from_pretrained(ref)
         except OSError:  # the tiny CLIP ships weights and tokenizer only; its recipe normalises like OpenAI's CLIP
@@ -186,6 +186,20 @@ class ClipScorer:
     def similarity(self, image: Image.Image, texts: list[str]) -> np.ndarray:
         """(len(texts),) cosine similarities of ``image`` with each text."""
         return self.text_features(texts).matmul(self.image_features([image])[0]).numpy()
+
+
+def clip_model(ref: str):
+    """``CLIPModel.from_pretrained(ref)`` in float32, refusing what is not a whole CLIP: transformers would load
+    another model type's folder (e.g. an LMM) with every CLIP weight missing, i.e. random."""
+    from transformers import AutoConfig, CLIPModel
+
+    kind = AutoConfig.from_pretrained(ref).model_type
+    if kind != "clip":
+        raise ValueError(f"it holds a {kind!r} model, not a CLIP")
+    model, info = CLIPModel.from_pretrained(ref, dtype=torch.float32, output_loading_info=True)
+    if info["missing_keys"]:
+        raise ValueError(f"{len(info['missing_keys'])} CLIP weights are missing, e.g. {sorted(info['missing_keys'])[0]}")
+    return model
 
 
 def _pooled(out) -> torch.Tensor:

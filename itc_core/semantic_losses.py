@@ -30,13 +30,14 @@ IQA_PROMPTS = ("Good photo.", "Bad photo.")
 
 def load_clip(ref: str):
     """A frozen ``CLIPModel`` and its tokenizer from a hub id or a folder (``tiny/clip`` is under data/)."""
-    from transformers import AutoTokenizer, CLIPModel
+    from transformers import AutoTokenizer
 
+    from .captioner import clip_model
     from .config import resolve_model
 
     path = resolve_model(ref)
     try:
-        model = CLIPModel.from_pretrained(path)
+        model = clip_model(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as err:
         raise WeightsError(f"CLIP weights {ref!r} ({path}) could not be loaded for the loss: {err}") from None

@@ -208,3 +208,11 @@ def test_rank_clip_ranks_candidates_while_clip_stays_the_scoring_clip(tmp_path, 
     preset.write_text(yaml.safe_dump(plain))
     codec = ImageTextCodec(load_config(str(preset)))
     assert codec.rank_clip is codec.clip  # without rank_clip, the preset's CLIP ranks
+
+
+def test_a_folder_that_is_not_a_clip_is_refused(random_lmm_dir):
+    from itc_core.captioner import load_clip
+
+    # transformers would load an LMM folder as a CLIP with every weight random; ranking with it is a silent failure
+    with pytest.raises(WeightsError, match="not a CLIP"):
+        load_clip(str(random_lmm_dir))
