@@ -71,3 +71,29 @@ def test_splits_are_disjoint_and_bounded():
 def test_batch_shape_and_other_sizes():
     assert S.batch(range(3)).shape == (3, 64, 64, 3)
     assert S.render(S.generate_scene(0), size=96).size == (96, 96)
+
+
+def test_dot_grid_contrast_sees_a_faint_grid_and_nothing_else():
+    from dataclasses import replace
+
+    import numpy as np
+    from PIL import Image
+
+    from itc_core.tinyworld import generate_scene, render
+    from itc_core.tinyworld.texture import dot_grid_contrast
+
+    seed = next(s for s in range(200) if generate_scene(s).pattern == "plain")
+    scene = generate_scene(seed)
+    clean = render(scene, seed=seed)
+    assert dot_grid_contrast(clean, scene, seed) == 0.0
+    dotted = render(replace(scene, pattern="dotted"), seed=seed)
+    full = dot_grid_contrast(dotted, scene, seed)
+    assert full > 10
+    # A tenth of the dotted pattern blended in reads as about a tenth of its contrast; the control lattice,
+    # half a period away, sees none of it.
+    blend = 0.9 * np.asarray(clean, np.float32) + 0.1 * np.asarray(dotted, np.float32)
+    faint = Image.fromarray(blend.round().astype(np.uint8))
+    assert abs(dot_grid_contrast(faint, scene, seed) - 0.1 * full) < 1.0
+    assert dot_grid_contrast(faint, scene, seed, shift=4) < 0.5
+    with pytest.raises(ValueError, match="plain"):
+        dot_grid_contrast(dotted, replace(scene, pattern="dotted"), seed)
