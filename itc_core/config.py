@@ -41,6 +41,8 @@ class ImageCodecConfig:
         pretrained: load CompressAI zoo weights (needs the internet on first use).
         metric: zoo weights' training metric, ``mse`` or ``ms-ssim``.
         N, M: channel widths for a custom-sized model (null: the zoo's for that quality).
+        sizes: per rate point, other widths than ``N``/``M``, e.g. ``{7: {M: 192}}``: like
+            CompressAI's zoo, a high rate point may need more latent channels than a low one.
         weights: a checkpoint path per quality, ``{quality}`` is filled in; relative
             paths start at the data directory. Overrides ``pretrained``.
         variant: ``base`` (``weights``), or the name of an entry of ``variants``.
@@ -55,9 +57,15 @@ class ImageCodecConfig:
     metric: str = "mse"
     N: int | None = None
     M: int | None = None
+    sizes: dict = field(default_factory=dict)
     weights: str | None = None
     variant: str = "base"
     variants: dict = field(default_factory=dict)
+
+    def size(self, quality: int) -> tuple[int | None, int | None]:
+        """(N, M) of the model at ``quality``: ``sizes[quality]`` where given, else ``N`` and ``M``."""
+        own = self.sizes.get(quality, {})
+        return own.get("N", self.N), own.get("M", self.M)
 
     def variant_weights(self) -> tuple[str | None, list[int]]:
         """(weights pattern, qualities) of the selected variant."""
@@ -227,6 +235,10 @@ def load_config(name_or_path: str = "tiny") -> Config:
         raise ConfigError(f"{name_or_path}: a user preset may not be named {cfg.name!r} like a built-in one; rename it")
     if not isinstance(ic.qualities, list) or not all(isinstance(q, int) and 0 <= q < 256 for q in ic.qualities):
         raise ConfigError(f"{cfg.name}: image_codec.qualities must be a list of integers 0-255, got {ic.qualities!r}")
+    for q, own in ic.sizes.items():
+        if not isinstance(q, int) or not isinstance(own, dict) or set(own) - {"N", "M"} or not all(
+                isinstance(v, int) and v > 0 for v in own.values()):
+            raise ConfigError(f"{cfg.name}: image_codec.sizes maps a rate point to {{N: int, M: int}}, got {q!r}: {own!r}")
     if not isinstance(ic.pretrained, bool):
         raise ConfigError(f"{cfg.name}: image_codec.pretrained must be true or false, got {ic.pretrained!r}")
     if ic.variant != "base":

@@ -154,7 +154,8 @@ class ImageCodec:
         if quality not in cfg.qualities:
             raise ConfigError(f"quality {quality} not offered; valid: {', '.join(map(str, cfg.qualities))}")
         use_zoo = cfg.pretrained and not cfg.weights
-        net = build_model(cfg.architecture, quality, pretrained=use_zoo, metric=cfg.metric, N=cfg.N, M=cfg.M)
+        N, M = cfg.size(quality)
+        net = build_model(cfg.architecture, quality, pretrained=use_zoo, metric=cfg.metric, N=N, M=M)
         if cfg.weights:
             load_weights(net, resolve_path(cfg.weights.format(quality=quality)))
         return cls(net, cfg.architecture, quality)

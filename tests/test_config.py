@@ -54,6 +54,8 @@ def test_invalid_yaml_and_base_loops(tmp_path):
     ({"image_codec": {"qualities": [1, 300]}}, "integers 0-255"),
     ({"image_codec": {"qualities": 3}}, "integers 0-255"),
     ({"image_codec": {"pretrained": "false"}}, "true or false"),
+    ({"image_codec": {"sizes": {7: {"K": 3}}}}, "image_codec.sizes"),
+    ({"image_codec": {"sizes": {7: {"M": "wide"}}}}, "image_codec.sizes"),
     ({"caption": {"max_new_tokens": 0}}, "positive integer"),
     ({"caption": {"method": "gzip"}}, "caption.method 'gzip'"),
     ({"caption": {"lmm": None, "method": "lm-ac"}}, "needs caption.lmm"),

@@ -5,6 +5,7 @@ import torch
 from PIL import Image
 
 from itc_core.config import ImageCodecConfig
+from itc_core.errors import WeightsError
 from itc_core.image_codec import ImageCodec
 from itc_core.tinyworld.train_lic import load_lic_recipe, train_lic_zoo
 
@@ -15,6 +16,7 @@ def small_recipe(steps: int = 2) -> dict:
         "data": {"train_scenes": 16, "val_scenes": 2},
         "train": {"steps": steps, "batch_size": 2, "warmup": 0, "val_every": 1000, "device": "cpu"},
         "rate_points": {1: 0.001, 2: 0.05},
+        "sizes": {2: {"M": 32}},  # a high rate point with more latent channels, as the shipped q7
         "test_scenes": 2,
     })
 
@@ -29,10 +31,16 @@ def test_trains_exports_and_resumes(tmp_path):
     assert entry["test"]["bpp_real"] > 0 and entry["test"]["scenes"] == 2
     assert json.loads((out / "manifest.json").read_text())["models"] == manifest["models"]
 
-    cfg = ImageCodecConfig(N=16, M=24, qualities=[1, 2], weights=str(out / "mbt2018-mean-q{quality}.safetensors"))
-    codec = ImageCodec.from_config(cfg, 2)
-    payload = codec.compress(torch.rand(1, 3, 64, 64))
-    assert codec.decompress(payload.strings, 64, 64).shape == (1, 3, 64, 64)
+    assert (entry["M"], manifest["models"]["2"]["M"]) == (24, 32)
+
+    weights = str(out / "mbt2018-mean-q{quality}.safetensors")
+    cfg = ImageCodecConfig(N=16, M=24, sizes={2: {"M": 32}}, qualities=[1, 2], weights=weights)
+    for q in (1, 2):
+        codec = ImageCodec.from_config(cfg, q)
+        payload = codec.compress(torch.rand(1, 3, 64, 64))
+        assert codec.decompress(payload.strings, 64, 64).shape == (1, 3, 64, 64)
+    with pytest.raises(WeightsError, match="do not fit"):  # the preset must give q2's own widths
+        ImageCodec.from_config(ImageCodecConfig(N=16, M=24, qualities=[1, 2], weights=weights), 2)
 
     # A longer run resumes from the checkpoints instead of starting again.
     assert torch.load(work / "q1" / "checkpoint.pt", weights_only=True)["step"] == 2

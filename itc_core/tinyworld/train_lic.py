@@ -37,13 +37,22 @@ RECIPE = RECIPE_DIR / "tiny-lic.yaml"
 
 
 def load_lic_recipe(overrides: dict | None = None, path: str | Path = RECIPE) -> dict:
-    """The zoo recipe: ``run`` (a finetune config dict), ``rate_points`` {quality: λ} and ``test_scenes``."""
+    """The zoo recipe: ``run`` (a finetune config dict), ``rate_points`` {quality: λ}, ``sizes`` {quality: {N, M}}
+    for rate points whose widths differ from ``run.model``'s, and ``test_scenes``."""
     values = _read_yaml(Path(path))
-    rate_points = {int(q): float(lmbda) for q, lmbda in values.pop("rate_points").items()}
+    rate_points, sizes = {}, {}
+    for q, point in values.pop("rate_points").items():
+        if isinstance(point, dict):  # {lambda: λ, N: .., M: ..}: this rate point has its own widths
+            point = dict(point)
+            sizes[int(q)] = {k: int(point.pop(k)) for k in ("N", "M") if k in point}
+            if set(point) != {"lambda"}:
+                raise ValueError(f"{path}: rate point {q} takes lambda, N and M, not {sorted(set(point) - {'lambda'})}")
+            point = point["lambda"]
+        rate_points[int(q)] = float(point)
     test_scenes = int(values.pop("test_scenes", 100))
-    recipe = {"run": values, "rate_points": rate_points, "test_scenes": test_scenes}
+    recipe = {"run": values, "rate_points": rate_points, "sizes": sizes, "test_scenes": test_scenes}
     for key, value in (overrides or {}).items():
-        if key in ("rate_points", "test_scenes"):
+        if key in ("rate_points", "sizes", "test_scenes"):
             recipe[key] = value
         elif isinstance(value, dict):
             recipe["run"].setdefault(key, {}).update(value)
@@ -84,8 +93,9 @@ def _locked(path: Path):
         yield
 
 
-def _export(run_dir: Path, quality: int, lmbda: float, recipe: dict, out_dir: Path, seconds: float) -> dict:
-    cfg = load_finetune_config({k: v for k, v in recipe["run"].items() if k != "loss"})
+def _export(run_dir: Path, quality: int, lmbda: float, run: dict, test_scenes: int, out_dir: Path,
+            seconds: float) -> dict:
+    cfg = load_finetune_config({k: v for k, v in run.items() if k not in ("loss", "out_dir")})
     spec = cfg.model
     net = build_model(spec.architecture, N=spec.N, M=spec.M)
     load_weights(net, run_dir / "final.safetensors")
@@ -98,8 +108,10 @@ def _export(run_dir: Path, quality: int, lmbda: float, recipe: dict, out_dir: Pa
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "bytes": path.stat().st_size,
         "lambda": lmbda,
+        "N": spec.N,
+        "M": spec.M,
         "train_seconds": round(seconds, 1),
-        "test": measure_lic(codec, split_seeds("test", recipe["test_scenes"])),
+        "test": measure_lic(codec, split_seeds("test", test_scenes)),
     }
 
 
@@ -112,28 +124,29 @@ def train_lic_zoo(out_dir: Path, workdir: Path, recipe: dict | None = None, qual
     manifest_path = out_dir / "manifest.json"
     for q in qualities:
         lmbda = recipe["rate_points"][q]
-        run = dict(recipe["run"], loss={**recipe["run"].get("loss", {}), "lmbda": lmbda},
-                   out_dir=str(workdir / f"q{q}"))
+        run = dict(recipe["run"], model={**recipe["run"]["model"], **recipe.get("sizes", {}).get(q, {})},
+                   loss={**recipe["run"].get("loss", {}), "lmbda": lmbda}, out_dir=str(workdir / f"q{q}"))
         if device or max_minutes:
             run["train"] = {**run.get("train", {}), **({"device": device} if device else {}),
                             **({"max_minutes": max_minutes} if max_minutes else {})}
         t0 = time.time()
         result = train(load_finetune_config(run))
-        entry = _export(workdir / f"q{q}", q, lmbda, recipe, out_dir, time.time() - t0)
+        entry = _export(workdir / f"q{q}", q, lmbda, run, recipe["test_scenes"], out_dir, time.time() - t0)
         entry["steps"], entry["planned_steps"] = result["steps"], result["planned_steps"]
+        entry["environment"] = {  # per rate point: points may be trained on different machines
+            "python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform(),
+            "device": device or "auto", "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
         with _locked(workdir / "manifest"):
             manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"models": {}}
             manifest["models"][str(q)] = entry
             manifest["models"] = dict(sorted(manifest["models"].items(), key=lambda kv: int(kv[0])))
             manifest.update({
                 "recipe": {"run": recipe["run"], "rate_points": recipe["rate_points"],
-                           "test_scenes": recipe["test_scenes"]},
+                           "sizes": recipe.get("sizes", {}), "test_scenes": recipe["test_scenes"]},
                 "command": "itc tiny-zoo --only lic",
                 "data": {"test_seeds": [split_seeds("test", recipe["test_scenes"])[0],
                                         split_seeds("test", recipe["test_scenes"])[-1]]},
-                "environment": {"python": sys.version.split()[0], "torch": torch.__version__,
-                                "platform": platform.platform(), "device": device or "auto",
-                                "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
             })
             tmp = manifest_path.with_suffix(".part")
             tmp.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -200,8 +213,8 @@ def train_semantic_zoo(out_dir: Path, base_dir: Path, workdir: Path, qualities: 
                                            steps=steps)
         t0 = time.time()
         result = train(cfg)
-        recipe = {"run": asdict(cfg), "test_scenes": recipe_values["test_scenes"]}
-        entry = _export(workdir / f"q{q}", q, cfg.loss.lmbda, recipe, out_dir, time.time() - t0)
+        entry = _export(workdir / f"q{q}", q, cfg.loss.lmbda, asdict(cfg), recipe_values["test_scenes"], out_dir,
+                        time.time() - t0)
         entry.update(steps=result["steps"], planned_steps=result["planned_steps"], base_lambda=base["lambda"],
                      base_terms=at_start)
         with _locked(workdir / "manifest"):
