@@ -28,7 +28,7 @@ from compressai.ops import compute_padding
 from compressai.zoo import image_models
 from compressai.zoo.image import model_architectures
 
-from .config import ImageCodecConfig, resolve_path
+from .config import ImageCodecConfig, data_dir, resolve_path
 from .determinism import one_thread
 from .entropy import LatentCoder
 from .errors import ConfigError, WeightsError
@@ -91,7 +91,8 @@ def build_model(architecture: str, quality: int = 1, *, pretrained: bool = False
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise WeightsError(f"LIC weights not found: {path} (the tiny preset's come with the repository; "
+        raise WeightsError(f"LIC weights not found: {path} (relative paths in presets and run YAMLs start at the "
+                           f"data directory {data_dir()}; the tiny preset's weights come with the repository, "
                            "`itc tiny-zoo --only lic` retrains them)")
     try:
         if path.suffix == ".safetensors":
