@@ -13,8 +13,8 @@
 3. Selection: for each mode of ``caption.select`` and each number of beam
    candidates N, the exact accuracy of the caption the encoder would code and
    its mean real ``lmm-ac`` bits given the reconstruction at the lowest rate,
-   and how often the true caption is among the candidates at all (what a
-   perfect ranker would reach).
+   how often the true caption is among the candidates at all (what a
+   perfect ranker would reach), and each mode's commonest mistakes.
 
 Prints tables; this is a benchmark, not a test. The figures depend on the
 shipped LMM and CLIP, so rerun it after retraining either.
@@ -103,6 +103,10 @@ def _print_selection(table: dict) -> None:
             print(f"{key:>16} {100 * r['exact']:6.1f}% {100 * r['shape']:6.1f}% {100 * r['colour']:6.1f}% "
                   f"{100 * r['size']:6.1f}% {r['mean_bits']:7.1f} {r['mean_candidates']:6.2f} "
                   f"{100 * r['truth_in_candidates']:7.1f}%")
+    print("commonest mistakes (truth→caption, count):")
+    for key, r in table.items():
+        if key != "_info":
+            print(f"{key:>16}  " + ", ".join(f"{what} ×{n}" for what, n in r["confusions"]))
 
 
 def main() -> None:

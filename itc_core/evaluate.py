@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .caption_codec import LM_METHODS, METHODS, compress_caption
 from .evalrun import EvalSettings, run_eval
 from .captioner import caption_candidates, generation_kwargs, pick_caption
-from .tinyworld import caption_accuracy, sample
+from .tinyworld import caption_accuracy, caption_confusions, sample
 from .tinyworld.scenes import ATTRIBUTES
 
 __all__ = ["caption_rows", "selection_rows", "selection_summary", "SELECTION_MODES", "restoration_study",
@@ -98,14 +98,15 @@ def selection_rows(codec, seeds, modes=SELECTION_MODES, quality: int | None = No
 def selection_summary(rows: list[dict]) -> dict[str, dict]:
     """Per mode: exact and per-attribute accuracy (``caption_accuracy``), ``mean_bits``, ``mean_candidates`` and
     ``truth_in_candidates`` (the share of scenes whose true caption is among the candidates: a perfect ranker's
-    exact accuracy)."""
+    exact accuracy) and ``confusions``, the five commonest mistakes (``caption_confusions``)."""
     out = {}
     for mode in dict.fromkeys(r["mode"] for r in rows):
         mine = [r for r in rows if r["mode"] == mode]
         out[mode] = {**caption_accuracy([r["caption"] for r in mine], [r["seed"] for r in mine]),
                      "mean_bits": float(np.mean([r["bits"] for r in mine])),
                      "mean_candidates": float(np.mean([r["candidates"] for r in mine])),
-                     "truth_in_candidates": float(np.mean([r["truth_in_candidates"] for r in mine]))}
+                     "truth_in_candidates": float(np.mean([r["truth_in_candidates"] for r in mine])),
+                     "confusions": caption_confusions([r["caption"] for r in mine], [r["seed"] for r in mine], 5)}
     return out
 
 

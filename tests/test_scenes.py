@@ -97,3 +97,18 @@ def test_dot_grid_contrast_sees_a_faint_grid_and_nothing_else():
     assert dot_grid_contrast(faint, scene, seed, shift=4) < 0.5
     with pytest.raises(ValueError, match="plain"):
         dot_grid_contrast(dotted, replace(scene, pattern="dotted"), seed)
+
+
+def test_caption_confusions_name_what_a_wrong_caption_changed():
+    from dataclasses import replace
+
+    from itc_core.tinyworld import caption, caption_confusions, generate_scene
+
+    seed = next(s for s in range(200) if len(generate_scene(s).objects) == 2)
+    scene = generate_scene(seed)
+    first = scene.objects[0]
+    other = "star" if first.shape != "star" else "circle"
+    wrong_shape = caption(replace(scene, objects=(replace(first, shape=other), *scene.objects[1:])))
+    one_object = caption(replace(scene, objects=scene.objects[:1]))
+    found = dict(caption_confusions([caption(scene), wrong_shape, wrong_shape, one_object, "a cat"], [seed] * 5))
+    assert found == {f"shape {first.shape}→{other}": 2, "object missing": 1, "unparseable": 1}

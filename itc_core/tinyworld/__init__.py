@@ -6,5 +6,5 @@ The referee (the independent judge of tiny-world images) lives in :mod:`itc_core
 
 from .scenes import (  # noqa: F401
     COLOURS, PATTERNS, POSITIONS, SHAPES, SIZES, SPLITS, Scene, SceneObject,
-    batch, caption, caption_accuracy, generate_scene, parse_caption, render, sample, split_seeds,
+    batch, caption, caption_accuracy, caption_confusions, generate_scene, parse_caption, render, sample, split_seeds,
 )

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 __all__ = [
     "SHAPES", "COLOURS", "SIZES", "POSITIONS", "PATTERNS", "SPLITS",
     "SceneObject", "Scene", "generate_scene", "render", "caption", "parse_caption",
-    "split_seeds", "sample", "caption_accuracy", "ATTRIBUTES",
+    "split_seeds", "sample", "caption_accuracy", "caption_confusions", "ATTRIBUTES",
 ]
 
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "hexagon", "cross")
@@ -171,6 +171,38 @@ def caption_accuracy(predicted: list[str], seeds) -> dict:
             counts[attr][0] += bool(ok)
             counts[attr][1] += 1
     return {"exact": exact / len(predicted), **{k: v[0] / v[1] for k, v in counts.items()}}
+
+
+def caption_confusions(predicted: list[str], seeds, top: int | None = None) -> list[tuple[str, int]]:
+    """What the wrong captions among ``predicted`` got wrong, most common first: ``("shape star→triangle", 20)``
+    (the truth's value, then the caption's, for objects matched by grid position), ``"object missing"`` /
+    ``"object extra"``, ``"background …"``, ``"pattern …"`` or ``"unparseable"``; ``top`` keeps the first few."""
+    from collections import Counter
+
+    found = Counter()
+    for text, seed in zip(predicted, seeds):
+        truth = seed if isinstance(seed, Scene) else generate_scene(seed)
+        if text == caption(truth):
+            continue
+        try:
+            guess = parse_caption(text)
+        except ValueError:
+            found["unparseable"] += 1
+            continue
+        mine = {o.position: o for o in guess.objects}
+        for o in truth.objects:
+            g = mine.pop(o.position, None)
+            if g is None:
+                found["object missing"] += 1
+                continue
+            for attr in ("shape", "colour", "size"):
+                if getattr(g, attr) != getattr(o, attr):
+                    found[f"{attr} {getattr(o, attr)}→{getattr(g, attr)}"] += 1
+        found["object extra"] += len(mine)
+        for attr in ("background", "pattern"):
+            if getattr(guess, attr) != getattr(truth, attr):
+                found[f"{attr} {getattr(truth, attr)}→{getattr(guess, attr)}"] += 1
+    return [(k, n) for k, n in found.most_common(top) if n]
 
 
 # ---------------------------------------------------------------- rendering
