@@ -120,3 +120,20 @@ def test_hard_negative_variants_change_exactly_one_attribute(tmp_path):
                         ClipRecipe(hidden=32, layers=1, projection=16, patch=4, hard_negatives=2, steps=2,
                                    batch_size=4, train_scenes=16, eval_scenes=12, candidates=10))
     assert set(report["true_caption_beats_every_variant"]) == {"shape", "colour", "size"}
+
+
+def test_recipe_rate_points_may_carry_their_own_widths(tmp_path):
+    import yaml
+
+    from itc_core.tinyworld.train_lic import RECIPE
+
+    values = yaml.safe_load(RECIPE.read_text())
+    values["rate_points"][7] = {"lambda": 0.3, "M": 192}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(values))
+    recipe = load_lic_recipe(path=path)
+    assert recipe["rate_points"][7] == 0.3 and recipe["sizes"] == {7: {"M": 192}}
+    values["rate_points"][7] = {"lambda": 0.3, "K": 8}
+    path.write_text(yaml.safe_dump(values))
+    with pytest.raises(ValueError, match="rate point 7 takes lambda, N and M"):
+        load_lic_recipe(path=path)
