@@ -80,7 +80,7 @@ def test_dot_grid_contrast_sees_a_faint_grid_and_nothing_else():
     from PIL import Image
 
     from itc_core.tinyworld import generate_scene, render
-    from itc_core.tinyworld.texture import dot_grid_contrast
+    from itc_core.tinyworld.texture import dot_grid_colour_cosine, dot_grid_contrast
 
     seed = next(s for s in range(200) if generate_scene(s).pattern == "plain")
     scene = generate_scene(seed)
@@ -95,6 +95,10 @@ def test_dot_grid_contrast_sees_a_faint_grid_and_nothing_else():
     faint = Image.fromarray(blend.round().astype(np.uint8))
     assert abs(dot_grid_contrast(faint, scene, seed) - 0.1 * full) < 1.0
     assert dot_grid_contrast(faint, scene, seed, shift=4) < 0.5
+    assert dot_grid_colour_cosine(faint, scene, seed) > 0.99  # the grid has the dotted pattern's colour
+    inverse = Image.fromarray((1.1 * np.asarray(clean, np.float32) - 0.1 * np.asarray(dotted, np.float32))
+                              .clip(0, 255).round().astype(np.uint8))
+    assert dot_grid_colour_cosine(inverse, scene, seed) < -0.9
     with pytest.raises(ValueError, match="plain"):
         dot_grid_contrast(dotted, replace(scene, pattern="dotted"), seed)
 

@@ -21,9 +21,9 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image
 
-from .scenes import Scene, render
+from .scenes import COLOURS, Scene, _pattern_colour, render
 
-__all__ = ["dot_grid_contrast"]
+__all__ = ["dot_grid_contrast", "dot_grid_colour_cosine"]
 
 
 def _masks(scene: Scene, size: int, seed: int, shift: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,11 +57,24 @@ def dot_grid_contrast(image: Image.Image, scene: Scene, seed: int = 0, shift: in
     ``shift`` = 4 moves the lattice half a period sideways, onto places where no pattern puts dots: the
     figure then measures how uneven the background is anyway (the control to compare with).
     """
+    diff = _grid_difference(image, scene, seed, shift)
+    return float(np.sqrt((diff ** 2).mean()))
+
+
+def dot_grid_colour_cosine(image: Image.Image, scene: Scene, seed: int = 0) -> float:
+    """Cosine between the grid's colour difference (as in :func:`dot_grid_contrast`) and the colour the dotted
+    pattern would give its dots on this background: near 1 when a codec paints the dotted pattern itself (a
+    hedge between "plain" and "dotted"), near 0 for a grid of some other origin (e.g. upsampling artefacts)."""
+    diff = _grid_difference(image, scene, seed, 0)
+    accent = np.subtract(_pattern_colour(COLOURS[scene.background]), COLOURS[scene.background], dtype=np.float32)
+    return float(diff @ accent / (np.linalg.norm(diff) * np.linalg.norm(accent) + 1e-9))
+
+
+def _grid_difference(image: Image.Image, scene: Scene, seed: int, shift: int) -> np.ndarray:
     if scene.pattern != "plain":
-        raise ValueError(f"dot_grid_contrast measures plain backgrounds; this scene is {scene.pattern}")
+        raise ValueError(f"the dot-grid measures read plain backgrounds; this scene is {scene.pattern}")
     pixels = np.asarray(image.convert("RGB"), np.float32)
     dots, between = _masks(scene, pixels.shape[0], seed, shift)
     if not dots.any() or not between.any():
-        return float("nan")  # objects cover the background
-    diff = pixels[dots].mean(0) - pixels[between].mean(0)
-    return float(np.sqrt((diff ** 2).mean()))
+        return np.full(3, np.nan, np.float32)  # objects cover the background
+    return pixels[dots].mean(0) - pixels[between].mean(0)
