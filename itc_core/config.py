@@ -235,10 +235,15 @@ def load_config(name_or_path: str = "tiny") -> Config:
         raise ConfigError(f"{name_or_path}: a user preset may not be named {cfg.name!r} like a built-in one; rename it")
     if not isinstance(ic.qualities, list) or not all(isinstance(q, int) and 0 <= q < 256 for q in ic.qualities):
         raise ConfigError(f"{cfg.name}: image_codec.qualities must be a list of integers 0-255, got {ic.qualities!r}")
+    if not isinstance(ic.sizes, dict):
+        raise ConfigError(f"{cfg.name}: image_codec.sizes maps rate points to {{N: int, M: int}}, got {ic.sizes!r}")
     for q, own in ic.sizes.items():
-        if not isinstance(q, int) or not isinstance(own, dict) or set(own) - {"N", "M"} or not all(
-                isinstance(v, int) and v > 0 for v in own.values()):
-            raise ConfigError(f"{cfg.name}: image_codec.sizes maps a rate point to {{N: int, M: int}}, got {q!r}: {own!r}")
+        if q not in ic.qualities or not isinstance(own, dict) or set(own) - {"N", "M"} or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in own.values()):
+            raise ConfigError(f"{cfg.name}: image_codec.sizes maps an offered rate point ({ic.qualities}) to "
+                              f"{{N: int, M: int}}, got {q!r}: {own!r}")
+        if ic.size(q)[0] is None:
+            raise ConfigError(f"{cfg.name}: image_codec.sizes for rate point {q} needs N (here or in image_codec.N)")
     if not isinstance(ic.pretrained, bool):
         raise ConfigError(f"{cfg.name}: image_codec.pretrained must be true or false, got {ic.pretrained!r}")
     if ic.variant != "base":

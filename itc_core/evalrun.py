@@ -120,7 +120,10 @@ class EvalSettings:
 
         from .config import load_config
 
-        config = json.dumps(dataclasses.asdict(load_config(self.preset)), sort_keys=True, default=str)
+        values = dataclasses.asdict(load_config(self.preset))
+        if not values["image_codec"]["sizes"]:  # added later: unset, it must not orphan earlier results folders
+            del values["image_codec"]["sizes"]
+        config = json.dumps(values, sort_keys=True, default=str)
         return {"preset": self.preset, "config_sha256": hashlib.sha256(config.encode()).hexdigest()[:16],
                 "dataset": self.dataset, "steps": self.steps}
 

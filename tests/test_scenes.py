@@ -114,5 +114,7 @@ def test_caption_confusions_name_what_a_wrong_caption_changed():
     other = "star" if first.shape != "star" else "circle"
     wrong_shape = caption(replace(scene, objects=(replace(first, shape=other), *scene.objects[1:])))
     one_object = caption(replace(scene, objects=scene.objects[:1]))
-    found = dict(caption_confusions([caption(scene), wrong_shape, wrong_shape, one_object, "a cat"], [seed] * 5))
-    assert found == {f"shape {first.shape}→{other}": 2, "object missing": 1, "unparseable": 1}
+    swapped = caption(replace(scene, objects=scene.objects[::-1]))  # the true scene, objects named out of order
+    found = dict(caption_confusions([caption(scene), wrong_shape, wrong_shape, one_object, "a cat", swapped],
+                                    [seed] * 6))
+    assert found == {f"shape {first.shape}→{other}": 2, "object missing": 1, "unparseable": 1, "other wording": 1}

@@ -176,7 +176,8 @@ def caption_accuracy(predicted: list[str], seeds) -> dict:
 def caption_confusions(predicted: list[str], seeds, top: int | None = None) -> list[tuple[str, int]]:
     """What the wrong captions among ``predicted`` got wrong, most common first: ``("shape star→triangle", 20)``
     (the truth's value, then the caption's, for objects matched by grid position), ``"object missing"`` /
-    ``"object extra"``, ``"background …"``, ``"pattern …"`` or ``"unparseable"``; ``top`` keeps the first few."""
+    ``"object extra"``, ``"background …"``, ``"pattern …"``, ``"unparseable"`` or ``"other wording"`` (the
+    true scene, said otherwise); every wrong caption counts at least once. ``top`` keeps the first few."""
     from collections import Counter
 
     found = Counter()
@@ -189,19 +190,23 @@ def caption_confusions(predicted: list[str], seeds, top: int | None = None) -> l
         except ValueError:
             found["unparseable"] += 1
             continue
-        mine = {o.position: o for o in guess.objects}
+        before = sum(found.values())
+        mine = list(guess.objects)
         for o in truth.objects:
-            g = mine.pop(o.position, None)
+            g = next((g for g in mine if g.position == o.position), None)
             if g is None:
                 found["object missing"] += 1
                 continue
+            mine.remove(g)
             for attr in ("shape", "colour", "size"):
                 if getattr(g, attr) != getattr(o, attr):
                     found[f"{attr} {getattr(o, attr)}→{getattr(g, attr)}"] += 1
-        found["object extra"] += len(mine)
+        found["object extra"] += len(mine)  # two objects named in one cell count the second as extra
         for attr in ("background", "pattern"):
             if getattr(guess, attr) != getattr(truth, attr):
                 found[f"{attr} {getattr(truth, attr)}→{getattr(guess, attr)}"] += 1
+        if sum(found.values()) == before:  # parses to the true scene, worded otherwise (e.g. objects reordered)
+            found["other wording"] += 1
     return [(k, n) for k, n in found.most_common(top) if n]
 
 

@@ -27,8 +27,8 @@ __all__ = ["dot_grid_contrast", "dot_grid_colour_cosine"]
 
 
 def _masks(scene: Scene, size: int, seed: int, shift: int) -> tuple[np.ndarray, np.ndarray]:
-    """(dot pixels, background pixels at least 2 px from any dot), both limited to the empty background; the dot
-    lattice moved ``shift`` px to the right."""
+    """(dot pixels, background pixels more than 2 px (Chebyshev) from any pixel the dots touch: the corners of
+    each lattice cell), both away from objects; the dot lattice moved ``shift`` px to the right."""
     empty = replace(scene, objects=())
     plain = np.asarray(render(replace(empty, pattern="plain"), size), np.float32)
     dotted = np.asarray(render(replace(empty, pattern="dotted"), size), np.float32)

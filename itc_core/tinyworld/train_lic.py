@@ -44,9 +44,13 @@ def load_lic_recipe(overrides: dict | None = None, path: str | Path = RECIPE) ->
     for q, point in values.pop("rate_points").items():
         if isinstance(point, dict):  # {lambda: λ, N: .., M: ..}: this rate point has its own widths
             point = dict(point)
-            sizes[int(q)] = {k: int(point.pop(k)) for k in ("N", "M") if k in point}
+            sizes[int(q)] = {k: point.pop(k) for k in ("N", "M") if k in point}
+            if not all(isinstance(v, int) and v > 0 for v in sizes[int(q)].values()):
+                raise ValueError(f"{path}: rate point {q}: N and M must be positive integers, got {sizes[int(q)]}")
             if set(point) != {"lambda"}:
-                raise ValueError(f"{path}: rate point {q} takes lambda, N and M, not {sorted(set(point) - {'lambda'})}")
+                raise ValueError(f"{path}: rate point {q} takes lambda, N and M"
+                                 + (f", not {sorted(set(point) - {'lambda'})}" if set(point) - {"lambda"} else
+                                    ", and lambda is missing"))
             point = point["lambda"]
         rate_points[int(q)] = float(point)
     test_scenes = int(values.pop("test_scenes", 100))
@@ -141,6 +145,7 @@ def train_lic_zoo(out_dir: Path, workdir: Path, recipe: dict | None = None, qual
             manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"models": {}}
             manifest["models"][str(q)] = entry
             manifest["models"] = dict(sorted(manifest["models"].items(), key=lambda kv: int(kv[0])))
+            manifest.pop("environment", None)  # older manifests: one for all points; now each entry has its own
             manifest.update({
                 "recipe": {"run": recipe["run"], "rate_points": recipe["rate_points"],
                            "sizes": recipe.get("sizes", {}), "test_scenes": recipe["test_scenes"]},
@@ -190,6 +195,7 @@ def semantic_run(quality: int, base_dir: Path | None = None, out_dir: str | Path
     for key in ("qualities", "lambda", "test_scenes"):
         values.pop(key, None)
     values["model"]["init"] = str(base_dir / base["file"])
+    values["model"].update({k: base[k] for k in ("N", "M") if k in base})  # a base point with its own widths
     values["out_dir"] = str(out_dir)
     if kappa is not None:
         values["loss"]["kappa"] = dict(kappa)
