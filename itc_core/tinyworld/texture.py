@@ -20,6 +20,7 @@ from dataclasses import replace
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from .scenes import COLOURS, Scene, _pattern_colour, render
 
@@ -41,12 +42,8 @@ def _masks(scene: Scene, size: int, seed: int, shift: int) -> tuple[np.ndarray, 
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    out = mask.copy()
-    padded = np.pad(mask, radius)
-    for dy in range(2 * radius + 1):
-        for dx in range(2 * radius + 1):
-            out |= padded[dy:dy + mask.shape[0], dx:dx + mask.shape[1]]
-    return out
+    """``mask`` grown by ``radius`` pixels in every direction (a square structuring element)."""
+    return ndimage.binary_dilation(mask, structure=np.ones((2 * radius + 1, 2 * radius + 1), bool))
 
 
 def dot_grid_contrast(image: Image.Image, scene: Scene, seed: int = 0, shift: int = 0) -> float:

@@ -43,15 +43,12 @@ def load_lic_recipe(overrides: dict | None = None, path: str | Path = RECIPE) ->
     rate_points, sizes = {}, {}
     for q, point in values.pop("rate_points").items():
         if isinstance(point, dict):  # {lambda: λ, N: .., M: ..}: this rate point has its own widths
-            point = dict(point)
-            sizes[int(q)] = {k: point.pop(k) for k in ("N", "M") if k in point}
-            if not all(isinstance(v, int) and v > 0 for v in sizes[int(q)].values()):
-                raise ValueError(f"{path}: rate point {q}: N and M must be positive integers, got {sizes[int(q)]}")
-            if set(point) != {"lambda"}:
-                raise ValueError(f"{path}: rate point {q} takes lambda, N and M"
-                                 + (f", not {sorted(set(point) - {'lambda'})}" if set(point) - {"lambda"} else
-                                    ", and lambda is missing"))
-            point = point["lambda"]
+            own = {k: v for k, v in point.items() if k in ("N", "M")}
+            if "lambda" not in point or set(point) - {"lambda", "N", "M"} or not all(
+                    isinstance(v, int) and v > 0 for v in own.values()):
+                raise ValueError(f"{path}: rate point {q} takes lambda, N and M (lambda required, N and M positive "
+                                 f"integers), got {point}")
+            sizes[int(q)], point = own, point["lambda"]
         rate_points[int(q)] = float(point)
     test_scenes = int(values.pop("test_scenes", 100))
     recipe = {"run": values, "rate_points": rate_points, "sizes": sizes, "test_scenes": test_scenes}
