@@ -110,7 +110,7 @@ def test_wrong_weights_are_one_clear_error(tmp_path, scene_png, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["encode", "{png}", "-o", "{tmp}/x.itc", "--preset", "huge"], "unknown preset 'huge'"),
-    (["encode", "{png}", "-o", "{tmp}/x.itc", "--quality", "9"], "quality 9 not offered"),
+    (["encode", "{png}", "-o", "{tmp}/x.itc", "--quality", "12"], "quality 12 not offered"),
     (["encode", "{tmp}/missing.png", "-o", "{tmp}/x.itc"], "no such file"),
     (["decode", "{tmp}/missing.itc", "-o", "{tmp}/x.png"], "no such file"),
     (["decode", "{itc}", "-o", "{tmp}/x.jpg"], "write a lossless image"),

@@ -90,8 +90,8 @@ def test_pickled_code_is_never_executed(tmp_path):
 def test_unknown_architecture_and_quality():
     with pytest.raises(ConfigError, match="unknown LIC architecture 'jpeg'; valid: bmshj2018-factorized"):
         build_model("jpeg")
-    with pytest.raises(ConfigError, match="quality 9 not offered"):
-        ImageCodec.from_config(load_config("tiny").image_codec, quality=9)
+    with pytest.raises(ConfigError, match="quality 12 not offered"):
+        ImageCodec.from_config(load_config("tiny").image_codec, quality=12)
 
 
 def test_zoo_download_failure_says_what_to_do(monkeypatch):

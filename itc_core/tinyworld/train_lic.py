@@ -38,25 +38,40 @@ RECIPE = RECIPE_DIR / "tiny-lic.yaml"
 
 def load_lic_recipe(overrides: dict | None = None, path: str | Path = RECIPE) -> dict:
     """The zoo recipe: ``run`` (a finetune config dict), ``rate_points`` {quality: λ}, ``sizes`` {quality: {N, M}}
-    for rate points whose widths differ from ``run.model``'s, and ``test_scenes``."""
+    for rate points whose widths differ from ``run.model``'s, ``starts`` {quality: quality it starts from} and
+    ``train`` {quality: ``train`` keys of its own} for rate points fine-tuned from another, and ``test_scenes``."""
     values = _read_yaml(Path(path))
-    rate_points, sizes = {}, {}
+    rate_points, sizes, starts, trains = {}, {}, {}, {}
     for q, point in values.pop("rate_points").items():
-        if isinstance(point, dict):  # {lambda: λ, N: .., M: ..}: this rate point has its own widths
+        if isinstance(point, dict):  # {lambda: λ, N: .., M: .., from: q', train: {..}}
             own = {k: v for k, v in point.items() if k in ("N", "M")}
-            if "lambda" not in point or set(point) - {"lambda", "N", "M"} or not all(
-                    isinstance(v, int) and v > 0 for v in own.values()):
-                raise ValueError(f"{path}: rate point {q} takes lambda, N and M (lambda required, N and M positive "
-                                 f"integers), got {point}")
-            sizes[int(q)], point = own, point["lambda"]
+            if "lambda" not in point or set(point) - {"lambda", "N", "M", "from", "train"} or not all(
+                    isinstance(v, int) and v > 0 for v in own.values()) or not isinstance(point.get("train", {}), dict):
+                raise ValueError(f"{path}: rate point {q} takes lambda, N, M, from and train (lambda required, N and "
+                                 f"M positive integers, train a mapping), got {point}")
+            if own:
+                sizes[int(q)] = own
+            if "from" in point:
+                starts[int(q)] = int(point["from"])
+            if point.get("train"):
+                trains[int(q)] = dict(point["train"])
+            point = point["lambda"]
         rate_points[int(q)] = float(point)
+    for q, source in starts.items():
+        if source not in rate_points or source >= q or sizes.get(source) != sizes.get(q):
+            raise ValueError(f"{path}: rate point {q} starts from {source}, which must be a lower rate point "
+                             "of the same widths")
     test_scenes = int(values.pop("test_scenes", 100))
-    recipe = {"run": values, "rate_points": rate_points, "sizes": sizes, "test_scenes": test_scenes}
+    recipe = {"run": values, "rate_points": rate_points, "sizes": sizes, "starts": starts, "train": trains,
+              "test_scenes": test_scenes}
     for key, value in (overrides or {}).items():
-        if key in ("rate_points", "sizes", "test_scenes"):
+        if key in ("rate_points", "sizes", "starts", "test_scenes"):
             recipe[key] = value
         elif isinstance(value, dict):
             recipe["run"].setdefault(key, {}).update(value)
+            if key == "train":  # e.g. --steps: for every rate point, own schedules included
+                for own in recipe["train"].values():
+                    own.update(value)
         else:
             recipe["run"][key] = value
     return recipe
@@ -116,6 +131,16 @@ def _export(run_dir: Path, quality: int, lmbda: float, run: dict, test_scenes: i
     }
 
 
+def _shipped_file(out_dir: Path, source: int, quality: int) -> Path:
+    """The exported weights of rate point ``source`` in ``out_dir``, which rate point ``quality`` starts from."""
+    manifest = out_dir / "manifest.json"
+    entry = json.loads(manifest.read_text())["models"].get(str(source)) if manifest.exists() else None
+    if entry is None or not (out_dir / entry["file"]).is_file():
+        raise FileNotFoundError(f"rate point {quality} starts from rate point {source}, which is not in {out_dir} "
+                                f"yet: train it first (itc tiny-zoo --only lic --qualities {source})")
+    return out_dir / entry["file"]
+
+
 def train_lic_zoo(out_dir: Path, workdir: Path, recipe: dict | None = None, qualities: list[int] | None = None,
                   device: str | None = None, max_minutes: float | None = None) -> dict:
     """Train (or resume) the rate points ``qualities`` and export them with a manifest into ``out_dir``."""
@@ -126,7 +151,10 @@ def train_lic_zoo(out_dir: Path, workdir: Path, recipe: dict | None = None, qual
     for q in qualities:
         lmbda = recipe["rate_points"][q]
         run = dict(recipe["run"], model={**recipe["run"]["model"], **recipe.get("sizes", {}).get(q, {})},
-                   loss={**recipe["run"].get("loss", {}), "lmbda": lmbda}, out_dir=str(workdir / f"q{q}"))
+                   loss={**recipe["run"].get("loss", {}), "lmbda": lmbda}, out_dir=str(workdir / f"q{q}"),
+                   train={**recipe["run"].get("train", {}), **recipe.get("train", {}).get(q, {})})
+        if q in recipe.get("starts", {}):
+            run["model"]["init"] = str(_shipped_file(out_dir, recipe["starts"][q], q).resolve())
         if device or max_minutes:
             run["train"] = {**run.get("train", {}), **({"device": device} if device else {}),
                             **({"max_minutes": max_minutes} if max_minutes else {})}
@@ -145,7 +173,8 @@ def train_lic_zoo(out_dir: Path, workdir: Path, recipe: dict | None = None, qual
             manifest.pop("environment", None)  # older manifests: one for all points; now each entry has its own
             manifest.update({
                 "recipe": {"run": recipe["run"], "rate_points": recipe["rate_points"],
-                           "sizes": recipe.get("sizes", {}), "test_scenes": recipe["test_scenes"]},
+                           "sizes": recipe.get("sizes", {}), "starts": recipe.get("starts", {}),
+                           "train": recipe.get("train", {}), "test_scenes": recipe["test_scenes"]},
                 "command": "itc tiny-zoo --only lic",
                 "data": {"test_seeds": [split_seeds("test", recipe["test_scenes"])[0],
                                         split_seeds("test", recipe["test_scenes"])[-1]]},
