@@ -1,6 +1,7 @@
 """Caption quality benchmark: the LMM's captioning accuracy, and what each caption-selection mode buys.
 
-    python benchmarks/caption_quality.py [--scenes 1000] [--select-scenes 1000] [--json out.json]
+    python benchmarks/caption_quality.py [--scenes 1000] [--select-scenes 1000] [--select-split val|test]
+                                         [--rank-lm-weight W] [--json out.json]
 
 1. Accuracy: greedy captions (with the preset's length limit and repetition
    guard) of held-out val scenes: the originals, and the LIC reconstruction at
@@ -11,7 +12,8 @@
    with one object's shape (colour, size) changed, the ceiling of ``rerank``
    when candidates differ in that attribute.
 3. Selection: for each mode of ``caption.select`` and each number of beam
-   candidates N, the exact accuracy of the caption the encoder would code and
+   candidates N (ranked as the preset says: CLIP, weighed with the LMM's belief
+   by ``caption.rank_lm_weight``), the exact accuracy of the caption the encoder would code and
    its mean real ``lmm-ac`` bits given the reconstruction at the lowest rate,
    how often the true caption is among the candidates at all (what a
    perfect ranker would reach), and each mode's commonest mistakes.
@@ -58,14 +60,14 @@ def accuracy_table(codec: ImageTextCodec, n: int) -> dict:
     return table
 
 
-def selection_table(codec: ImageTextCodec, n: int, modes) -> dict:
+def selection_table(codec: ImageTextCodec, n: int, modes, split: str = "val") -> dict:
     """Exact accuracy and mean lmm-ac bits (lowest-rate context) of the caption each selection mode keeps."""
     t0 = time.time()
-    table = selection_summary(selection_rows(codec, split_seeds("val", n), modes))
+    table = selection_summary(selection_rows(codec, split_seeds(split, n), modes))
     cfg = codec.config.caption
-    table["_info"] = {"scenes": n, "context": f"lic_q{min(codec.config.image_codec.qualities)}",
+    table["_info"] = {"scenes": n, "split": split, "context": f"lic_q{min(codec.config.image_codec.qualities)}",
                       "clip": cfg.rank_clip or cfg.clip, "clip_margin": cfg.clip_margin,
-                      "seconds": round(time.time() - t0, 1)}
+                      "rank_lm_weight": cfg.rank_lm_weight, "seconds": round(time.time() - t0, 1)}
     return table
 
 
@@ -95,8 +97,8 @@ def _print_accuracy(table: dict, n: int) -> None:
 
 def _print_selection(table: dict) -> None:
     info = table["_info"]
-    print(f"caption selection, {info['scenes']} val originals; bits: lmm-ac given {info['context']}; "
-          f"CLIP {info['clip']}, margin {info['clip_margin']}")
+    print(f"caption selection, {info['scenes']} {info['split']} originals; bits: lmm-ac given {info['context']}; "
+          f"CLIP {info['clip']}, LMM weight {info['rank_lm_weight']}, margin {info['clip_margin']}")
     print(f"{'mode':>16} {'exact':>7} {'shape':>7} {'colour':>7} {'size':>7} {'bits':>7} {'cands':>6} {'truth in':>8}")
     for key, r in table.items():
         if key != "_info":
@@ -112,7 +114,9 @@ def _print_selection(table: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", type=int, default=1000, help="val scenes for the accuracy table (0: skip)")
-    parser.add_argument("--select-scenes", type=int, default=1000, help="val scenes for the selection table (0: skip)")
+    parser.add_argument("--select-scenes", type=int, default=1000, help="scenes for the selection table (0: skip)")
+    parser.add_argument("--select-split", default="val", choices=["val", "test"], help="their split")
+    parser.add_argument("--rank-lm-weight", type=float, help="override caption.rank_lm_weight (0: CLIP alone)")
     parser.add_argument("--clip-scenes", type=int, default=200, help="val scenes for the CLIP check (0: skip)")
     parser.add_argument("--beams", type=int, nargs="+", default=[2, 4, 8], help="N for rerank")
     parser.add_argument("--rate-aware-beams", type=int, nargs="+", default=[4, 8], help="N for rate-aware")
@@ -121,6 +125,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     codec = ImageTextCodec.from_preset(args.preset)
+    if args.rank_lm_weight is not None:
+        codec.config.caption.rank_lm_weight = args.rank_lm_weight
     results = {}
     if args.scenes:
         results["accuracy"] = accuracy_table(codec, args.scenes)
@@ -131,7 +137,7 @@ def main() -> None:
               {k: f"{100 * v:.1f}%" for k, v in results["clip_discrimination"].items()})
     if args.select_scenes:
         modes = [("greedy", 1)] + [("rerank", b) for b in args.beams] + [("rate-aware", b) for b in args.rate_aware_beams]
-        results["selection"] = selection_table(codec, args.select_scenes, modes)
+        results["selection"] = selection_table(codec, args.select_scenes, modes, args.select_split)
         _print_selection(results["selection"])
     if args.json:
         json.dump(results, open(args.json, "w"), indent=2)

@@ -159,6 +159,12 @@ class NextTokenModel:
                     out = self._step(token, self._cache(out))
         return np.stack(rows)
 
+    def log_likelihood(self, image: Image.Image, text: str) -> float:
+        """ln p(``text`` + EOS | ``image``) in nats under this model: how much it believes a caption."""
+        tokens = self.tokenize(text)
+        probs = self.distributions(image, tokens)[np.arange(len(tokens)), tokens]
+        return float(np.log(np.maximum(probs, 1e-300)).sum())
+
     def decode_stream(self, image: Image.Image, next_symbol) -> list[int]:
         """Run the model token by token; ``next_symbol(probs)`` returns each token; stops after EOS."""
         tokens = []

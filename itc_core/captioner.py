@@ -7,9 +7,12 @@
 
 Selection (``SELECT_MODES``, beyond the paper, which codes the greedy caption):
 ``greedy``; ``rerank``: beam search gives N candidates (the greedy caption is
-one more), and the CLIP most similar to the *original* image wins;
-``rate-aware``: among candidates within a cosine margin of the best CLIP
-similarity, the one with the fewest coded bits given the reconstruction.
+one more), and the one with the best ranking score wins: the CLIP's cosine
+similarity with the *original* image, plus (``caption.rank_lm_weight`` > 0)
+the LMM's own log-likelihood of the candidate given that image, divided by
+the CLIP's logit scale (weight 1: the product of the two models' distributions
+over the candidates); ``rate-aware``: among candidates within a margin of the
+best score, the one with the fewest coded bits given the reconstruction.
 Only the encoder chooses: the decoder decodes whatever text was coded.
 Generation takes the preset's repetition guard (``no_adjacent_repeat``: no
 phrase right after itself; also transformers' ``no_repeat_ngram_size`` and
@@ -34,7 +37,8 @@ from .errors import ConfigError, WeightsError
 
 __all__ = ["load_lmm", "caption_image", "build_prompt", "CsvCaptions", "SELECT_MODES", "generation_kwargs",
            "NoAdjacentRepeat", "guard_processors",
-           "caption_candidates", "ClipScorer", "clip_model", "load_clip", "CaptionChoice", "pick_caption", "select_caption"]
+           "caption_candidates", "ClipScorer", "clip_model", "load_clip", "CaptionChoice", "ranking_scores", "pick_caption",
+           "select_caption"]
 
 
 def build_prompt(processor, cfg: CaptionConfig) -> str:
@@ -144,6 +148,7 @@ class ClipScorer:
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.max_tokens = model.config.text_config.max_position_embeddings
+        self.logit_scale = float(model.logit_scale.detach().exp())  # CLIP's softmax temperature over texts: scale · cosine
 
     @classmethod
     def from_pretrained(cls, ref: str) -> "ClipScorer":
@@ -224,39 +229,65 @@ def load_clip(ref: str | None) -> ClipScorer:
 @dataclass
 class CaptionChoice:
     """The caption chosen for coding and how: ``candidates`` in generation order, with their CLIP similarity
-    (``rerank``, ``rate-aware``) and coded bits (``rate-aware``, candidates inside the margin only, else None)."""
+    (``rerank``, ``rate-aware``), the LMM's log-likelihood given the original in nats (when the ranking
+    weighs it, else None), the ranking ``score`` and coded bits (``rate-aware``, candidates inside the
+    margin only, else None)."""
 
     text: str
     mode: str
     candidates: list[str]
     similarity: list[float] | None = None
     bits: list[int | None] | None = None
+    log_likelihood: list[float] | None = None
+    score: list[float] | None = None
 
     def describe(self) -> str:
-        """E.g. ``greedy`` or ``rerank of 5 candidates``: the mode as the CLI and notebooks show it."""
-        return self.mode if self.mode == "greedy" else f"{self.mode} of {len(self.candidates)} candidates"
+        """E.g. ``greedy``, ``rerank of 5 candidates`` or ``rerank of 5 candidates (CLIP × LMM)``: the mode as the
+        CLI and notebooks show it."""
+        if self.mode == "greedy":
+            return self.mode
+        return f"{self.mode} of {len(self.candidates)} candidates" + (" (CLIP × LMM)" if self.log_likelihood else "")
 
 
-def pick_caption(texts: list[str], similarity: np.ndarray, mode: str, margin: float = 0.01,
+def ranking_scores(lm: NextTokenModel, clip: ClipScorer, image: Image.Image, texts: list[str],
+                   lm_weight: float = 0.0) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """(CLIP cosine similarities, LMM log-likelihoods in nats or None, ranking scores) of ``texts`` for ``image``.
+
+    The score is ``cosine + lm_weight · ln p_LMM(text | image) / clip.logit_scale``: in cosine units, so the
+    margin of ``rate-aware`` keeps its meaning; at weight 1 its argmax is that of the product of CLIP's softmax
+    over the candidates and the LMM's probability. A weak CLIP (the tiny world's cannot bind shapes to
+    objects well) then only overrules the LMM where the LMM itself hesitates.
+    """
+    sims = clip.similarity(image, texts)
+    if not lm_weight:
+        return sims, None, sims
+    logp = np.array([lm.log_likelihood(image, t) for t in texts])
+    return sims, logp, sims + lm_weight * logp / clip.logit_scale
+
+
+def pick_caption(texts: list[str], score: np.ndarray, mode: str, margin: float = 0.01,
                  bits_of=None) -> tuple[int, list[int | None] | None]:
-    """Index of the caption ``mode`` keeps among ``texts`` with CLIP ``similarity``, and the bits it looked at.
+    """Index of the caption ``mode`` keeps among ``texts`` with ranking ``score`` (:func:`ranking_scores`),
+    and the bits it looked at.
 
-    ``rerank``: the most similar. ``rate-aware``: ``bits_of(text)`` (coded bits) for the texts within
-    ``margin`` of the best similarity, and the fewest bits (ties: the more similar) win.
+    ``rerank``: the best score. ``rate-aware``: ``bits_of(text)`` (coded bits) for the texts within
+    ``margin`` of the best score, and the fewest bits (ties: the better score) win.
     """
     if mode == "rerank":
-        return int(np.argmax(similarity)), None
+        return int(np.argmax(score)), None
     if mode != "rate-aware":
         raise ConfigError(f"pick_caption ranks candidates for rerank or rate-aware, not {mode!r}")
-    bits = [bits_of(t) if s >= similarity.max() - margin else None for t, s in zip(texts, similarity)]
-    return min((b, -s, i) for i, (b, s) in enumerate(zip(bits, similarity)) if b is not None)[2], bits
+    bits = [bits_of(t) if s >= score.max() - margin else None for t, s in zip(texts, score)]
+    return min((b, -s, i) for i, (b, s) in enumerate(zip(bits, score)) if b is not None)[2], bits
 
 
 def select_caption(lm: NextTokenModel, image: Image.Image, mode: str = "greedy", candidates: int = 4,
                    clip: ClipScorer | None = None, reconstruction: Image.Image | None = None,
-                   method: str = "lmm-ac", margin: float = 0.01, **generate_kwargs) -> CaptionChoice:
+                   method: str = "lmm-ac", margin: float = 0.01, lm_weight: float = 0.0,
+                   **generate_kwargs) -> CaptionChoice:
     """Choose the caption of ``image`` (the original) to code, by ``mode`` (see the module docstring).
 
+    ``lm_weight`` weighs the LMM's log-likelihood in the ranking score (:func:`ranking_scores`).
     ``rate-aware`` codes each candidate inside the margin with ``method`` given ``reconstruction``
     (the decoder's context) and keeps the fewest real bits.
     """
@@ -272,11 +303,12 @@ def select_caption(lm: NextTokenModel, image: Image.Image, mode: str = "greedy",
     texts = caption_candidates(lm, image, candidates, **generate_kwargs)
     if not texts:
         return CaptionChoice("", mode, [""])
-    sims = clip.similarity(image, texts)
+    sims, logp, score = ranking_scores(lm, clip, image, texts, lm_weight)
     coder = lm if method in LM_METHODS else None
-    best, bits = pick_caption(texts, sims, mode, margin,
+    best, bits = pick_caption(texts, score, mode, margin,
                               lambda t: compress_caption(t, method, coder, reconstruction).bits)
-    return CaptionChoice(texts[best], mode, texts, sims.tolist(), bits)
+    return CaptionChoice(texts[best], mode, texts, sims.tolist(), bits,
+                         None if logp is None else logp.tolist(), score.tolist())
 
 
 class CsvCaptions:

@@ -201,7 +201,7 @@ class ImageTextCodec:
         if select == "rate-aware" and reconstruction is None and method == "lmm-ac":
             reconstruction = self.reconstruct(image)
         return select_caption(self.lmm, image, select, cfg.candidates, self.rank_clip if select != "greedy" else None,
-                              reconstruction, method, cfg.clip_margin, **generation_kwargs(cfg))
+                              reconstruction, method, cfg.clip_margin, cfg.rank_lm_weight, **generation_kwargs(cfg))
 
     def caption(self, image: Image.Image, select: str | None = None) -> str:
         """The LMM's caption of ``image`` (the original, at the encoder), selected as in :meth:`choose_caption`."""

@@ -95,15 +95,18 @@ class CaptionConfig:
         method: how the caption is coded in ``.itc`` files (see ``caption_codec.METHODS``).
         select: which caption the encoder codes (``captioner.SELECT_MODES``): ``greedy`` (the
             paper's), ``rerank`` (of ``candidates`` beam-search captions plus the greedy one, the one
-            ``rank_clip``, else ``clip``, finds most similar to the original image) or ``rate-aware``
-            (among candidates within ``clip_margin`` of the best similarity, the fewest coded bits given
-            the reconstruction).
+            ``rank_clip``, else ``clip``, finds most similar to the original image, weighed with the
+            LMM's belief by ``rank_lm_weight``) or ``rate-aware`` (among candidates within
+            ``clip_margin`` of the best score, the fewest coded bits given the reconstruction).
         candidates: beams for ``rerank`` and ``rate-aware``.
         clip: the preset's CLIP: a hub id or a path (under the data directory). ``itc eval`` scores
             images and captions with it, and it ranks candidates unless ``rank_clip`` is set.
         rank_clip: a CLIP that ranks candidates instead of ``clip`` (the tiny world's is trained
             with one-attribute hard negatives, since its plain CLIP cannot tell shapes apart).
-        clip_margin: cosine-similarity margin of ``rate-aware``.
+        clip_margin: margin of ``rate-aware``, in cosine-similarity units.
+        rank_lm_weight: weight of the LMM's log-likelihood of a candidate (given the original) in the
+            ranking score, relative to the CLIP's logit scale (``captioner.ranking_scores``): 0 = the
+            CLIP alone, 1 = the product of the two models' distributions over the candidates.
     """
 
     lmm: str | None = "tiny/lmm"
@@ -119,6 +122,7 @@ class CaptionConfig:
     clip: str | None = None
     rank_clip: str | None = None
     clip_margin: float = 0.01
+    rank_lm_weight: float = 0.0
 
 
 @dataclass
@@ -282,7 +286,7 @@ def _check_selection(name: str, cap: CaptionConfig) -> None:
         value = getattr(cap, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"{name}: caption.{key} must be an integer >= 0 (0: off), got {value!r}")
-    for key in ("repetition_penalty", "clip_margin"):
+    for key in ("repetition_penalty", "clip_margin", "rank_lm_weight"):
         value = getattr(cap, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
             raise ConfigError(f"{name}: caption.{key} must be a number >= 0, got {value!r}")

@@ -123,6 +123,8 @@ class EvalSettings:
         values = dataclasses.asdict(load_config(self.preset))
         if not values["image_codec"]["sizes"]:  # added later: unset, it must not orphan earlier results folders
             del values["image_codec"]["sizes"]
+        if values["caption"]["rank_lm_weight"] == 0 or values["caption"]["select"] == "greedy":
+            del values["caption"]["rank_lm_weight"]  # likewise; and greedy rows never rank
         config = json.dumps(values, sort_keys=True, default=str)
         return {"preset": self.preset, "config_sha256": hashlib.sha256(config.encode()).hexdigest()[:16],
                 "dataset": self.dataset, "steps": self.steps}

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .caption_codec import LM_METHODS, METHODS, compress_caption
 from .evalrun import EvalSettings, run_eval
-from .captioner import caption_candidates, generation_kwargs, pick_caption
+from .captioner import caption_candidates, generation_kwargs, pick_caption, ranking_scores
 from .tinyworld import caption_accuracy, caption_confusions, sample
 from .tinyworld.scenes import ATTRIBUTES
 
@@ -84,11 +84,12 @@ def selection_rows(codec, seeds, modes=SELECTION_MODES, quality: int | None = No
             return bits[text]
         for n in sorted({n for _, n in modes}):
             texts = caption_candidates(codec.lmm, image, n, **kwargs)
-            sims = codec.rank_clip.similarity(image, texts) if any(m != "greedy" and k == n for m, k in modes) else None
+            score = (ranking_scores(codec.lmm, codec.rank_clip, image, texts, cfg.rank_lm_weight)[2]
+                     if any(m != "greedy" and k == n for m, k in modes) else None)
             for mode, k in modes:
                 if k != n:
                     continue
-                best = 0 if mode == "greedy" else pick_caption(texts, sims, mode, cfg.clip_margin, bits_of)[0]
+                best = 0 if mode == "greedy" else pick_caption(texts, score, mode, cfg.clip_margin, bits_of)[0]
                 rows.append({"seed": seed, "mode": mode if mode == "greedy" else f"{mode} N={n}", "caption": texts[best],
                              "exact": texts[best] == truth, "bits": bits_of(texts[best]), "candidates": len(texts),
                              "truth_in_candidates": truth in texts})

@@ -169,6 +169,29 @@ def test_select_caption_keeps_a_candidate_and_says_how(tmp_path, random_lmm_dir,
         assert None not in choice.bits and choice.bits[choice.candidates.index(choice.text)] == min(choice.bits)
 
 
+def test_ranking_weighs_the_lmm_belief_in_clip_units(tmp_path, random_lmm_dir):
+    """Weight 0 ranks by CLIP alone; weight w adds w · ln p_LMM / logit scale, with ln p the sum of the
+    coder's own next-token log-probabilities; a huge weight hands the choice to the LMM."""
+    import numpy as np
+
+    from itc_core.captioner import caption_candidates, load_clip, ranking_scores, select_caption
+
+    lm = load_lmm(CaptionConfig(lmm=str(random_lmm_dir), prompt=PROMPT))
+    clip = load_clip(str(tiny_random_clip(tmp_path)))
+    image = sample(2_000_031)[0]
+    texts = caption_candidates(lm, image, 3, max_new_tokens=6)
+    sims, logp, score = ranking_scores(lm, clip, image, texts)
+    assert logp is None and np.array_equal(score, sims)
+    sims, logp, score = ranking_scores(lm, clip, image, texts, lm_weight=0.5)
+    tokens = lm.tokenize(texts[0])
+    by_hand = np.log(lm.distributions(image, tokens)[np.arange(len(tokens)), tokens]).sum()
+    assert logp[0] == pytest.approx(by_hand) and np.all(logp < 0)
+    assert np.allclose(score, sims + 0.5 * logp / clip.logit_scale)
+    choice = select_caption(lm, image, "rerank", 3, clip, lm_weight=1e6, max_new_tokens=6)
+    assert choice.text == texts[int(np.argmax(logp))] and choice.describe().endswith("(CLIP × LMM)")
+    assert choice.log_likelihood == pytest.approx(logp.tolist()) and choice.score is not None
+
+
 def test_selection_without_clip_is_a_clear_error(random_lmm_dir):
     from itc_core.captioner import load_clip, select_caption
     from itc_core.errors import ConfigError

@@ -28,7 +28,7 @@ def test_user_yaml_overrides_a_base(tmp_path):
 @pytest.mark.parametrize("values, message", [
     ({"image_codc": {}}, r"unknown key\(s\) image_codc; valid: name, description, image_codec"),
     ({"image_codec": {"qualty": 1}}, r"image_codec: unknown key\(s\) qualty; valid: architecture"),
-    ({"image_codec": {"quality": 9}}, "quality 9 not in qualities"),
+    ({"image_codec": {"quality": 12}}, "quality 12 not in qualities"),
     ({"image_codec": {"metric": "psnr"}}, "metric 'psnr'"),
     ({"image_codec": 3}, "expected a mapping"),
 ])
@@ -56,7 +56,7 @@ def test_invalid_yaml_and_base_loops(tmp_path):
     ({"image_codec": {"pretrained": "false"}}, "true or false"),
     ({"image_codec": {"sizes": {6: {"K": 3}}}}, "image_codec.sizes"),
     ({"image_codec": {"sizes": {6: {"M": "wide"}}}}, "image_codec.sizes"),
-    ({"image_codec": {"sizes": {7: {"M": 192}}}}, "offered rate point"),
+    ({"image_codec": {"sizes": {12: {"M": 192}}}}, "offered rate point"),
     ({"image_codec": {"sizes": [192]}}, "image_codec.sizes"),
     ({"image_codec": {"N": None, "sizes": {6: {"M": 192}}}}, "needs N"),
     ({"caption": {"max_new_tokens": 0}}, "positive integer"),
@@ -69,6 +69,7 @@ def test_invalid_yaml_and_base_loops(tmp_path):
     ({"caption": {"no_adjacent_repeat": -1}}, "no_adjacent_repeat must be an integer"),
     ({"caption": {"repetition_penalty": 0}}, "repetition_penalty must be > 0"),
     ({"caption": {"clip_margin": "wide"}}, "clip_margin must be a number"),
+    ({"caption": {"rank_lm_weight": -1}}, "rank_lm_weight must be a number >= 0"),
 ])
 def test_bad_values_are_refused(tmp_path, values, message):
     path = tmp_path / "bad.yaml"

@@ -92,7 +92,14 @@ def test_clip_and_lmm_recipes_train_save_and_load(tmp_path):
     AutoTokenizer.from_pretrained(tmp_path / "clip").save_pretrained(tmp_path / "clip2")
     train_clip(tmp_path / "rerank2", tmp_path / "work" / "rerank", replace(rerank, text_from=str(tmp_path / "clip2")))
     work = tmp_path / "work" / "rerank"
-    assert len(list(work.glob("features_*.pt"))) == 2 and len(list(work.glob("clip-*.pt"))) == 2
+    # (the frozen tower's features depend on the LMM alone, so they are computed once)
+    assert len(list(work.glob("features_*.pt"))) == 1 and len(list(work.glob("clip-*.pt"))) == 2
+    # A second schedule starts every part from a trained ranker (init_from); a model of another shape is refused.
+    train_clip(tmp_path / "again", tmp_path / "work" / "rerank", replace(rerank, steps=0, init_from=str(tmp_path / "rerank")))
+    again = CLIPModel.from_pretrained(tmp_path / "again").state_dict()
+    assert all(torch.equal(again[k], v) for k, v in ranker.state_dict().items())
+    with pytest.raises(ValueError, match="init_from"):
+        train_clip(tmp_path / "bad", tmp_path / "work" / "rerank", replace(rerank, init_from=str(tmp_path / "clip")))
     with pytest.raises(ValueError, match="vision_from"):
         train_clip(tmp_path / "bad", tmp_path / "work" / "bad", ClipRecipe(extra_vision_layers=1))
     scorer = ClipScorer.from_pretrained(str(tmp_path / "rerank"))
@@ -128,12 +135,38 @@ def test_recipe_rate_points_may_carry_their_own_widths(tmp_path):
     from itc_core.tinyworld.train_lic import RECIPE
 
     values = yaml.safe_load(RECIPE.read_text())
-    values["rate_points"][7] = {"lambda": 0.3, "M": 192}
+    values["rate_points"][9] = {"lambda": 0.3, "M": 192}
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(values))
     recipe = load_lic_recipe(path=path)
-    assert recipe["rate_points"][7] == 0.3 and recipe["sizes"] == {7: {"M": 192}}
-    values["rate_points"][7] = {"lambda": 0.3, "K": 8}
+    assert recipe["rate_points"][9] == 0.3 and recipe["sizes"][9] == {"M": 192}
+    values["rate_points"][9] = {"lambda": 0.3, "K": 8}
     path.write_text(yaml.safe_dump(values))
-    with pytest.raises(ValueError, match="rate point 7 takes lambda, N and M"):
+    with pytest.raises(ValueError, match="rate point 9 takes lambda, N, M, from and train"):
         load_lic_recipe(path=path)
+    values["rate_points"][9] = {"lambda": 2.0, "from": 1, "train": {"steps": 10, "lr": 1e-4}}
+    path.write_text(yaml.safe_dump(values))
+    recipe = load_lic_recipe(path=path, overrides={"train": {"steps": 3}})  # --steps shortens every schedule
+    assert recipe["starts"][9] == 1 and recipe["train"][9] == {"steps": 3, "lr": 1e-4}
+    for bad in ({"lambda": 2.0, "from": 12}, {"lambda": 2.0, "from": 1, "M": 192}):  # not lower; other widths
+        values["rate_points"][9] = bad
+        path.write_text(yaml.safe_dump(values))
+        with pytest.raises(ValueError, match="rate point 9 starts from"):
+            load_lic_recipe(path=path)
+
+
+def test_a_rate_point_fine_tuned_from_a_lower_one(tmp_path):
+    """A high-λ point starts from a lower point's exported weights with its own schedule (the shipped q7, q8)."""
+    from safetensors.torch import load_file
+
+    recipe = small_recipe()
+    recipe.update(rate_points={1: 0.001, 3: 0.2}, sizes={}, starts={3: 1}, train={3: {"steps": 1, "lr": 1e-6}})
+    out, work = tmp_path / "lic", tmp_path / "work"
+    with pytest.raises(FileNotFoundError, match="train it first"):
+        train_lic_zoo(out, work, recipe, qualities=[3])
+    manifest = train_lic_zoo(out, work, recipe)
+    assert manifest["recipe"]["starts"] == {"3": 1}
+    assert torch.load(work / "q3" / "checkpoint.pt", weights_only=True)["step"] == 1  # its own schedule
+    low, high = load_file(out / "mbt2018-mean-q1.safetensors"), load_file(out / "mbt2018-mean-q3.safetensors")
+    weight = "g_a.0.weight"
+    assert torch.allclose(low[weight].float(), high[weight].float(), atol=1e-2)  # one tiny step away from q1

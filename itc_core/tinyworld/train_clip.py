@@ -76,6 +76,7 @@ class ClipRecipe:
     vision_from: str = ""  # an LMM folder (e.g. tiny/lmm) whose vision tower starts the vision side (sizes follow it)
     text_from: str = ""  # a CLIP folder (e.g. tiny/clip): its text tower, text projection and scale start the text side
     extra_vision_layers: int = 0  # with vision_from: new layers trained on top of the frozen LMM tower
+    init_from: str = ""  # a CLIP folder of this recipe's shape whose weights start every part (a second schedule)
 
 
 # The shipped caption reranker (``itc tiny-zoo --only clip-rerank``, after the LMM): the LMM's frozen vision tower,
@@ -145,6 +146,12 @@ def build_clip(recipe: ClipRecipe, tokenizer) -> CLIPModel:
         model.text_model.load_state_dict(source.text_model.state_dict())
         model.text_projection.load_state_dict(source.text_projection.state_dict())
         model.logit_scale.data.copy_(source.logit_scale.data)
+    if recipe.init_from:
+        start = CLIPModel.from_pretrained(_resolve(recipe.init_from), dtype=torch.float32)
+        try:
+            model.load_state_dict(start.state_dict())
+        except RuntimeError as err:
+            raise ValueError(f"init_from {recipe.init_from!r} does not fit this recipe: {str(err).splitlines()[0]}") from None
     return model
 
 
@@ -217,10 +224,11 @@ def retrieval_top1(model: CLIPModel, tokenizer, seeds, candidates: int = 100, ma
 
 
 def _sources_tag(recipe: ClipRecipe) -> str:
-    """``-<12 hex>``: SHA-256 of the weights ``vision_from`` / ``text_from`` start from ("" when neither is set)."""
+    """``-<12 hex>``: SHA-256 of the weights ``vision_from`` / ``text_from`` / ``init_from`` start from ("" when none
+    is set)."""
     import hashlib
 
-    refs = [ref for ref in (recipe.vision_from, recipe.text_from) if ref]
+    refs = [ref for ref in (recipe.vision_from, recipe.text_from, recipe.init_from) if ref]
     files = [f for ref in refs for f in sorted(_resolve(ref).glob("*.safetensors"))]
     if not files:
         return ""
@@ -293,7 +301,8 @@ def train_clip(out_dir: Path, workdir: Path, recipe: ClipRecipe | None = None, d
     if not cache.exists():
         np.save(cache, batch(split_seeds("train", recipe.train_scenes)))
     images = np.load(cache)
-    features = _frozen_features(model, frozen, images, workdir, device, tag) if frozen else None
+    tower_tag = _sources_tag(replace(recipe, text_from="", init_from=""))  # the frozen features depend on it alone
+    features = _frozen_features(model, frozen, images, workdir, device, tower_tag) if frozen else None
     scenes = [generate_scene(s) for s in split_seeds("train", recipe.train_scenes)]
     texts = [caption(scene) for scene in scenes]
     t0 = time.time()
