@@ -162,7 +162,7 @@ def test_a_rate_point_fine_tuned_from_a_lower_one(tmp_path):
     recipe = small_recipe()
     recipe.update(rate_points={1: 0.001, 3: 0.2}, sizes={}, starts={3: 1}, train={3: {"steps": 1, "lr": 1e-6}})
     out, work = tmp_path / "lic", tmp_path / "work"
-    with pytest.raises(FileNotFoundError, match="train it first"):
+    with pytest.raises(WeightsError, match="train it first"):
         train_lic_zoo(out, work, recipe, qualities=[3])
     manifest = train_lic_zoo(out, work, recipe)
     assert manifest["recipe"]["starts"] == {"3": 1}

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..config import _read_yaml
+from ..errors import WeightsError
 from ..finetune import RECIPE_DIR, export_lic, load_finetune_config, train
 from ..image_codec import ImageCodec, build_model, load_weights
 from ..metrics import psnr
@@ -136,7 +137,7 @@ def _shipped_file(out_dir: Path, source: int, quality: int) -> Path:
     manifest = out_dir / "manifest.json"
     entry = json.loads(manifest.read_text())["models"].get(str(source)) if manifest.exists() else None
     if entry is None or not (out_dir / entry["file"]).is_file():
-        raise FileNotFoundError(f"rate point {quality} starts from rate point {source}, which is not in {out_dir} "
+        raise WeightsError(f"rate point {quality} starts from rate point {source}, which is not in {out_dir} "
                                 f"yet: train it first (itc tiny-zoo --only lic --qualities {source})")
     return out_dir / entry["file"]
 
@@ -170,7 +171,9 @@ def train_lic_zoo(out_dir: Path, workdir: Path, recipe: dict | None = None, qual
             manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"models": {}}
             manifest["models"][str(q)] = entry
             manifest["models"] = dict(sorted(manifest["models"].items(), key=lambda kv: int(kv[0])))
-            manifest.pop("environment", None)  # older manifests: one for all points; now each entry has its own
+            shared = manifest.pop("environment", None)  # older manifests: one for all points; now each has its own
+            for other in manifest["models"].values() if shared else ():
+                other.setdefault("environment", shared)
             manifest.update({
                 "recipe": {"run": recipe["run"], "rate_points": recipe["rate_points"],
                            "sizes": recipe.get("sizes", {}), "starts": recipe.get("starts", {}),
