@@ -1,8 +1,8 @@
 """Issue 8 acceptance: what the restorer buys at the two lowest rates, judged by the referee.
 
-    python benchmarks/restore_acceptance.py [--scenes 200] [--steps N] [--guidance G] [--json out.json]
+    python benchmarks/restore_acceptance.py [--scenes 200] [--qualities Q ...] [--steps N] [--guidance G] [--json out.json]
 
-For held-out test scenes at the first two rate points of the preset: the
+For held-out test scenes at the first two rate points of the preset (or ``--qualities``): the
 referee's exact-scene and per-attribute accuracy, the referee distance to the
 original and PSNR for the LIC reconstruction alone and for restorations without
 a caption, with the tiny LMM's caption of the original (what a user gets) and
@@ -45,6 +45,7 @@ def print_report(report: dict) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenes", type=int, default=200)
+    p.add_argument("--qualities", type=int, nargs="+", help="rate points (default: the preset's two lowest)")
     p.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
     p.add_argument("--guidance", type=float, help="guidance (default: the preset's)")
     p.add_argument("--threads", type=int, default=2)
@@ -53,7 +54,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     t0 = time.time()
     report = restoration_study(ImageTextCodec.from_preset("tiny"), Referee.load(), split_seeds("test", args.scenes),
-                               steps=args.steps, guidance=args.guidance)
+                               qualities=args.qualities, steps=args.steps, guidance=args.guidance)
     report["seconds"] = round(time.time() - t0, 1)
     print_report(report)
     print(f"\n({report['seconds']} s)")

@@ -135,23 +135,23 @@ def test_recipe_rate_points_may_carry_their_own_widths(tmp_path):
     from itc_core.tinyworld.train_lic import RECIPE
 
     values = yaml.safe_load(RECIPE.read_text())
-    values["rate_points"][9] = {"lambda": 0.3, "M": 192}
+    values["rate_points"][11] = {"lambda": 0.3, "M": 192}
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(values))
     recipe = load_lic_recipe(path=path)
-    assert recipe["rate_points"][9] == 0.3 and recipe["sizes"][9] == {"M": 192}
-    values["rate_points"][9] = {"lambda": 0.3, "K": 8}
+    assert recipe["rate_points"][11] == 0.3 and recipe["sizes"][11] == {"M": 192}
+    values["rate_points"][11] = {"lambda": 0.3, "K": 8}
     path.write_text(yaml.safe_dump(values))
-    with pytest.raises(ValueError, match="rate point 9 takes lambda, N, M, from and train"):
+    with pytest.raises(ValueError, match="rate point 11 takes lambda, N, M, from and train"):
         load_lic_recipe(path=path)
-    values["rate_points"][9] = {"lambda": 2.0, "from": 1, "train": {"steps": 10, "lr": 1e-4}}
+    values["rate_points"][11] = {"lambda": 2.0, "from": 1, "train": {"steps": 10, "lr": 1e-4}}
     path.write_text(yaml.safe_dump(values))
     recipe = load_lic_recipe(path=path, overrides={"train": {"steps": 3}})  # --steps shortens every schedule
-    assert recipe["starts"][9] == 1 and recipe["train"][9] == {"steps": 3, "lr": 1e-4}
+    assert recipe["starts"][11] == 1 and recipe["train"][11] == {"steps": 3, "lr": 1e-4}
     for bad in ({"lambda": 2.0, "from": 12}, {"lambda": 2.0, "from": 1, "M": 192}):  # not lower; other widths
-        values["rate_points"][9] = bad
+        values["rate_points"][11] = bad
         path.write_text(yaml.safe_dump(values))
-        with pytest.raises(ValueError, match="rate point 9 starts from"):
+        with pytest.raises(ValueError, match="rate point 11 starts from"):
             load_lic_recipe(path=path)
 
 
