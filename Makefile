@@ -45,7 +45,7 @@ demo: $(STAMP)
 	@echo "Executed notebooks and figures are in outputs/"
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 $(BROWSER_STAMP): tests/browser/requirements.txt
 	@test -x $(BROWSER_VENV)/bin/python || $(PYTHON) -m venv $(BROWSER_VENV)

@@ -4,6 +4,8 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # make test runs one worker per core: keep their child processes
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # (kernels, CLI runs) from fighting over the cores
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
