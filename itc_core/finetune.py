@@ -308,8 +308,11 @@ def validate(net: torch.nn.Module, dataset, architecture: str, max_images: int =
 
 
 def export_lic(net: torch.nn.Module, path: Path) -> Path:
-    """Save ``net`` for shipping: float16 weights, CDF tables built from exactly those rounded weights."""
+    """Save ``net`` for shipping: float16 weights, CDF tables built from exactly those rounded weights
+    (the GaussianConditional's, derived from its scale table alone, as a checksum: ``strip_gaussian_tables``)."""
     from safetensors.torch import save_file
+
+    from .image_codec import strip_gaussian_tables
 
     net = copy.deepcopy(net).float().cpu()
     params = {name for name, _ in net.named_parameters()}
@@ -318,9 +321,10 @@ def export_lic(net: torch.nn.Module, path: Path) -> Path:
             p.copy_(p.half().float())
     net.eval().update(force=True)
     state = {k: (v.half() if k in params else v).contiguous() for k, v in net.state_dict().items()}
+    state, checksums = strip_gaussian_tables(state)  # rebuilt (and checked) by load_weights
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    save_file(state, str(tmp))
+    save_file(state, str(tmp), metadata=checksums)
     tmp.replace(path)
     return path
 

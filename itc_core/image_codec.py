@@ -34,7 +34,8 @@ from .entropy import LatentCoder
 from .errors import ConfigError, WeightsError
 from .rangecoder import StreamDecoder, StreamEncoder
 
-__all__ = ["ImageCodec", "LicPayload", "build_model", "load_weights", "state_fingerprint", "ARCHITECTURES"]
+__all__ = ["ImageCodec", "LicPayload", "build_model", "load_weights", "state_fingerprint", "strip_gaussian_tables",
+           "ARCHITECTURES"]
 
 ARCHITECTURES = tuple(model_architectures)
 PAD_MULTIPLE = 64  # total stride of g_a (16) times h_a (4) in every zoo hyperprior model
@@ -96,15 +97,64 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                            "`itc tiny-zoo --only lic` retrains them)")
     try:
         if path.suffix == ".safetensors":
+            from safetensors import safe_open
             from safetensors.torch import load_file
-            return load_file(str(path))
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            with safe_open(str(path), "pt") as f:
+                metadata = f.metadata() or {}
+            state = load_file(str(path))
+        else:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # safetensors and torch raise many types for a bad file
         raise WeightsError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if path.suffix == ".safetensors":
+        return _rebuild_gaussian_tables(state, metadata, path)
     for key in ("network", "state_dict", "model_state_dict", "model"):
         if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
             ckpt = ckpt[key]
     return {k.removeprefix("module."): v for k, v in ckpt.items()}
+
+
+GAUSSIAN_TABLES = ("_quantized_cdf", "_offset", "_cdf_length")
+
+
+def _tables_sha256(state: dict[str, torch.Tensor], prefix: str) -> str:
+    digest = hashlib.sha256()
+    for name in GAUSSIAN_TABLES:
+        digest.update(state[f"{prefix}.{name}"].contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def strip_gaussian_tables(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``state`` without the CDF tables of its GaussianConditional modules, and their SHA-256 per module.
+
+    CompressAI derives those tables from the scale table alone (0.8 MB, the same for every model with the
+    default table), so a shipped file leaves them out and records their checksum as safetensors metadata;
+    :func:`load_weights` rebuilds them and refuses a platform that builds other ones.
+    """
+    prefixes = [k.removesuffix(".scale_table") for k in state if k.endswith(".scale_table")
+                and all(f"{k.removesuffix('.scale_table')}.{n}" in state for n in GAUSSIAN_TABLES)]
+    checksums = {f"{p}.tables_sha256": _tables_sha256(state, p) for p in prefixes}
+    dropped = {f"{p}.{n}" for p in prefixes for n in GAUSSIAN_TABLES}
+    return {k: v for k, v in state.items() if k not in dropped}, checksums
+
+
+def _rebuild_gaussian_tables(state: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> dict:
+    """Put back the tables :func:`strip_gaussian_tables` left out, checked against the recorded SHA-256."""
+    from compressai.entropy_models import GaussianConditional
+
+    for key, expected in metadata.items():
+        prefix = key.removesuffix(".tables_sha256")
+        if not key.endswith(".tables_sha256") or f"{prefix}.scale_table" not in state:
+            continue
+        conditional = GaussianConditional(None)
+        conditional.update_scale_table(state[f"{prefix}.scale_table"], force=True)
+        for name in GAUSSIAN_TABLES:
+            state[f"{prefix}.{name}"] = getattr(conditional, name).clone()
+        if _tables_sha256(state, prefix) != expected:
+            raise WeightsError(f"{path}: the CDF tables rebuilt for {prefix} differ from those the model was "
+                               "exported with (this platform's floating-point maths differs); files coded here "
+                               "would not decode elsewhere")
+    return state
 
 
 def load_weights(net: torch.nn.Module, path: str | Path) -> None:

@@ -64,6 +64,29 @@ def test_safetensors_and_torch_checkpoints_load(tmp_path):
         assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), other.state_dict().values()))
 
 
+def test_exported_files_leave_out_the_gaussian_tables_and_load_them_back_checked(tmp_path):
+    from safetensors import safe_open
+
+    from itc_core.finetune import export_lic
+
+    torch.manual_seed(2)
+    net = build_model("mbt2018-mean", N=16, M=24)
+    path = export_lic(net, tmp_path / "q1.safetensors")
+    with safe_open(str(path), "pt") as f:
+        keys = set(f.keys())
+    assert "gaussian_conditional.scale_table" in keys and "entropy_bottleneck._quantized_cdf" in keys
+    assert not any(k.startswith("gaussian_conditional._") for k in keys)
+    loaded = build_model("mbt2018-mean", N=16, M=24)
+    load_weights(loaded, path)
+    net.update(force=True)  # the tables depend on the scale table alone, not on the weights
+    for name in ("_quantized_cdf", "_offset", "_cdf_length"):
+        assert torch.equal(getattr(loaded.gaussian_conditional, name), getattr(net.gaussian_conditional, name))
+    state = {k: v for k, v in loaded.state_dict().items() if not k.startswith("gaussian_conditional._")}
+    save_file(state, str(tmp_path / "forged.safetensors"), metadata={"gaussian_conditional.tables_sha256": "0" * 64})
+    with pytest.raises(WeightsError, match="CDF tables rebuilt for gaussian_conditional differ"):
+        load_weights(build_model("mbt2018-mean", N=16, M=24), tmp_path / "forged.safetensors")
+
+
 def test_bad_weights_give_one_clear_error(tmp_path):
     net = build_model("mbt2018-mean", N=16, M=24)
     with pytest.raises(WeightsError, match="not found"):
