@@ -41,10 +41,9 @@ from tqdm.auto import tqdm
 from itc_core.captioner import generation_kwargs
 from itc_core.codec import ImageTextCodec
 from itc_core.evaluate import selection_rows, selection_summary
-from itc_core.tinyworld import (COLOURS, SHAPES, SIZES, caption, caption_accuracy, generate_scene, render, sample,
-                                split_seeds)
+from itc_core.tinyworld import (COLOURS, SHAPES, SIZES, caption, caption_accuracy, generate_scene, parse_caption, render,
+                                sample, split_seeds)
 from itc_core.tinyworld.scenes import ATTRIBUTES as SCENE_ATTRIBUTES
-from itc_core.tinyworld.scenes import parse_caption
 from itc_core.tinyworld.train_lmm import generate_captions
 
 ATTRIBUTES = ("exact", *SCENE_ATTRIBUTES)
