@@ -151,9 +151,9 @@ def _rebuild_gaussian_tables(state: dict[str, torch.Tensor], metadata: dict[str,
         for name in GAUSSIAN_TABLES:
             state[f"{prefix}.{name}"] = getattr(conditional, name).clone()
         if _tables_sha256(state, prefix) != expected:
-            raise WeightsError(f"{path}: the CDF tables rebuilt for {prefix} differ from those the model was "
-                               "exported with (this platform's floating-point maths differs); files coded here "
-                               "would not decode elsewhere")
+            raise WeightsError(f"{path}: the CDF tables rebuilt for {prefix} differ from the checksum the file "
+                               "records (a damaged file, or this platform's floating-point maths builds other "
+                               "tables: files coded here would not decode elsewhere)")
     return state
 
 

@@ -83,7 +83,7 @@ def test_exported_files_leave_out_the_gaussian_tables_and_load_them_back_checked
         assert torch.equal(getattr(loaded.gaussian_conditional, name), getattr(net.gaussian_conditional, name))
     state = {k: v for k, v in loaded.state_dict().items() if not k.startswith("gaussian_conditional._")}
     save_file(state, str(tmp_path / "forged.safetensors"), metadata={"gaussian_conditional.tables_sha256": "0" * 64})
-    with pytest.raises(WeightsError, match="CDF tables rebuilt for gaussian_conditional differ"):
+    with pytest.raises(WeightsError, match="CDF tables rebuilt for gaussian_conditional differ from the checksum"):
         load_weights(build_model("mbt2018-mean", N=16, M=24), tmp_path / "forged.safetensors")
 
 
