@@ -150,8 +150,10 @@ def _itc(*args):
     return subprocess.run([sys.executable, "-m", "itc_core.cli", *map(str, args)], capture_output=True, text=True, env=env)
 
 
-def test_cli_decode_restores_with_flags_and_same_seed_gives_same_bytes_in_a_fresh_process(tmp_path):
+def test_cli_decode_restores_with_flags_and_same_seed_gives_same_bytes_in_a_fresh_process(tmp_path, capsys):
     """The shipped tiny restorer: in-process decode and a fresh `itc decode` agree byte for byte."""
+    from itc_core.cli import main
+
     image, text = sample(2_000_025)
     codec = ImageTextCodec.from_preset("tiny")
     (tmp_path / "s.itc").write_bytes(codec.encode(image, caption=text, method="utf8").data)
@@ -159,12 +161,16 @@ def test_cli_decode_restores_with_flags_and_same_seed_gives_same_bytes_in_a_fres
     assert done.returncode == 0, done.stderr
     here = codec.decode((tmp_path / "s.itc").read_bytes(), seed=7, steps=2, guidance=2.0)
     assert Image.open(tmp_path / "a.png").tobytes() == here.restored.tobytes()
-    assert _itc("decode", tmp_path / "s.itc", "-o", tmp_path / "bare.png", "--no-restore").returncode == 0
+    itc_file = str(tmp_path / "s.itc")
+    assert main(["decode", itc_file, "-o", str(tmp_path / "bare.png"), "--no-restore"]) == 0
     assert Image.open(tmp_path / "bare.png").tobytes() == here.reconstruction.tobytes()
-    bad = _itc("decode", tmp_path / "s.itc", "-o", tmp_path / "x.png", "--no-restore", "--steps", "3")
-    assert bad.returncode == 2 and bad.stderr.startswith("itc: error:") and len(bad.stderr.strip().splitlines()) == 1
-    bad = _itc("decode", tmp_path / "s.itc", "-o", tmp_path / "x.png", "--steps", "0")
-    assert bad.returncode == 2 and "steps" in bad.stderr.strip().splitlines()[-1]
+    capsys.readouterr()
+    assert main(["decode", itc_file, "-o", str(tmp_path / "x.png"), "--no-restore", "--steps", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("itc: error:") and len(err.strip().splitlines()) == 1
+    assert main(["decode", itc_file, "-o", str(tmp_path / "x.png"), "--steps", "0"]) == 2
+    assert "steps" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_recipe_trains_exports_resumes_and_loads(tmp_path):
