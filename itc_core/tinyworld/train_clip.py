@@ -21,8 +21,9 @@ LMM (4-px patches; the LMM names shapes right 97 % of the time) and the text
 tower of the tiny CLIP (``vision_from`` / ``text_from``). The LMM's layers stay
 frozen (their outputs are computed once per training scene and cached), and
 ``extra_vision_layers`` new layers on top learn, with hard negatives, to pool
-them into one embedding. It is a CLIPModel like any other: the decoder never
-sees it, and only the encoder ranks captions with it.
+them into one embedding. ``unfrozen_vision_layers`` lets the tower's top layers
+train too (features are then cached below them). It is a CLIPModel like any
+other: the decoder never sees it, and only the encoder ranks captions with it.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class ClipRecipe:
     vision_from: str = ""  # an LMM folder (e.g. tiny/lmm) whose vision tower starts the vision side (sizes follow it)
     text_from: str = ""  # a CLIP folder (e.g. tiny/clip): its text tower, text projection and scale start the text side
     extra_vision_layers: int = 0  # with vision_from: new layers trained on top of the frozen LMM tower
+    unfrozen_vision_layers: int = 0  # with vision_from: the LMM tower's top layers that train too (0: all frozen)
     init_from: str = ""  # a CLIP folder of this recipe's shape whose weights start every part (a second schedule)
 
 
@@ -239,11 +241,15 @@ def _sources_tag(recipe: ClipRecipe) -> str:
 
 
 def _freeze_lmm_layers(model: CLIPModel, recipe: ClipRecipe) -> int:
-    """With ``vision_from``: freeze the vision embeddings and the LMM's layers; returns how many layers (else 0)."""
+    """With ``vision_from``: freeze the vision embeddings and the LMM's layers but the top ``unfrozen_vision_layers``;
+    returns how many layers are frozen (else 0)."""
     if not recipe.vision_from:
         return 0
     tower = model.vision_model
-    frozen = len(tower.encoder.layers) - recipe.extra_vision_layers
+    frozen = len(tower.encoder.layers) - recipe.extra_vision_layers - recipe.unfrozen_vision_layers
+    if frozen < 1:
+        raise ValueError(f"unfrozen_vision_layers {recipe.unfrozen_vision_layers}: the LMM tower has only "
+                         f"{len(tower.encoder.layers) - recipe.extra_vision_layers} layers; keep at least one frozen")
     for module in (tower.embeddings, tower.pre_layrnorm, *tower.encoder.layers[:frozen]):
         module.requires_grad_(False)
     return frozen
