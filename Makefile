@@ -14,7 +14,7 @@ BROWSER_STAMP := $(BROWSER_VENV)/.installed
 CHROMIUM ?= /usr/lib/chromium/chromium
 CHECK_WIDGETS := $(BROWSER_VENV)/bin/python tests/browser/check_widgets.py --jupyter $(VENV)/bin/jupyter --chromium $(CHROMIUM)
 
-.PHONY: help env demo test test-browser lab lock bench bench-cli clean data-kodak reproduce
+.PHONY: help env demo test test-browser lab lock bench bench-cli clean data-kodak reproduce retrain-lic
 
 help:
 	@echo "make demo   run the notebooks on the $(PRESET) preset into outputs/ (creates .venv if missing)"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench-cli  print the command-line start-up and batch benchmark (minutes)"
 	@echo "make data-kodak  download the 24 Kodak images into data/kodak/ (SHA-256 checked, resumable; needs internet)"
 	@echo "make reproduce  itc eval of PRESET: the tiny-world test split (tiny) or Kodak (PRESET=paper: GPU + internet)"
+	@echo "make retrain-lic DEVICE=cuda  retrain the tiny LIC's ten rate points into data/tiny/lic/ (a GPU; hours on a CPU)"
 
 env: $(STAMP)
 
@@ -71,6 +72,21 @@ EVAL_OUT ?= outputs/eval-$(PRESET)
 reproduce: $(STAMP) $(if $(filter kodak,$(EVAL_DATASET)),data-kodak)
 	HF_HUB_OFFLINE=$(if $(filter tiny,$(PRESET)),1,0) $(PY) -m itc_core.cli eval --preset $(PRESET) \
 	  --dataset $(EVAL_DATASET) --out $(EVAL_OUT)
+
+# The tiny LIC's rate points as README "The retrain that is left" says: q1-q6 side by side (one log each in
+# outputs/tiny-zoo/), then q7-q10 one after another (each fine-tunes the point below). Rerun to resume after
+# a kill. ZOO_FLAGS adds tiny-zoo options, e.g. "--steps 3 --out /tmp/zoo" for a dry run.
+DEVICE ?= auto
+ZOO_FLAGS ?=
+retrain-lic: $(STAMP)
+	@mkdir -p outputs/tiny-zoo
+	@pids=""; for q in 1 2 3 4 5 6; do \
+	  $(PY) -m itc_core.cli tiny-zoo --only lic --qualities $$q --device $(DEVICE) $(ZOO_FLAGS) \
+	    > outputs/tiny-zoo/lic-q$$q.log 2>&1 & pids="$$pids $$!"; \
+	done; failed=0; for p in $$pids; do wait $$p || failed=1; done; \
+	tail -qn1 outputs/tiny-zoo/lic-q[1-6].log; \
+	if [ $$failed = 1 ]; then echo "a rate point failed: see outputs/tiny-zoo/lic-q*.log"; exit 1; fi
+	$(PY) -m itc_core.cli tiny-zoo --only lic --qualities 7 8 9 10 --device $(DEVICE) $(ZOO_FLAGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/lic_roundtrip.py
