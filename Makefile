@@ -14,7 +14,7 @@ BROWSER_STAMP := $(BROWSER_VENV)/.installed
 CHROMIUM ?= /usr/lib/chromium/chromium
 CHECK_WIDGETS := $(BROWSER_VENV)/bin/python tests/browser/check_widgets.py --jupyter $(VENV)/bin/jupyter --chromium $(CHROMIUM)
 
-.PHONY: help env demo test test-browser lab lock bench bench-cli clean data-kodak reproduce retrain-lic
+.PHONY: help env demo test test-browser lab lock bench bench-cli clean data-kodak reproduce retrain-lic bench-all
 
 help:
 	@echo "make demo   run the notebooks on the $(PRESET) preset into outputs/ (creates .venv if missing)"
@@ -23,6 +23,7 @@ help:
 	@echo "make lab    open JupyterLab on notebooks/ with the project's kernel"
 	@echo "make bench  print the LIC round-trip benchmark"
 	@echo "make bench-cli  print the command-line start-up and batch benchmark (minutes)"
+	@echo "make bench-all  every benchmark behind the README's tables, logs in outputs/bench/ (hours on 2 cores)"
 	@echo "make data-kodak  download the 24 Kodak images into data/kodak/ (SHA-256 checked, resumable; needs internet)"
 	@echo "make reproduce  itc eval of PRESET: the tiny-world test split (tiny) or Kodak (PRESET=paper: GPU + internet)"
 	@echo "make retrain-lic DEVICE=cuda  retrain the tiny LIC's ten rate points into data/tiny/lic/ (a GPU; hours on a CPU)"
@@ -93,6 +94,9 @@ bench: $(STAMP)
 
 bench-cli: $(STAMP)
 	$(PY) benchmarks/cli_latency.py
+
+bench-all: $(STAMP)
+	PY=$(PY) benchmarks/all.sh $(BENCH)
 
 lock: $(STAMP)
 	@{ head -3 requirements.lock; $(PY) -m pip freeze --exclude-editable | grep -vE '^(nvidia-|cuda-|triton==)'; } > requirements.lock.new
