@@ -127,7 +127,58 @@ class EvalSettings:
             del values["caption"]["rank_lm_weight"]  # likewise; and greedy rows never rank
         config = json.dumps(values, sort_keys=True, default=str)
         return {"preset": self.preset, "config_sha256": hashlib.sha256(config.encode()).hexdigest()[:16],
-                "dataset": self.dataset, "steps": self.steps}
+                "weights_sha256": weights_sha256(values), "dataset": self.dataset, "steps": self.steps}
+
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pth", "*.pt")
+
+
+def _local_model_files(values) -> list[Path]:
+    """The local weight files behind every model reference (a string with a ``/``) in a configuration dict
+    (``{quality}`` patterns expanded over the qualities given beside them; a folder: the weight files in it).
+    Hub ids, which name no local file, are left out."""
+    from .config import resolve_model
+
+    if isinstance(values, dict):
+        qualities = values.get("qualities") or []
+        found = []
+        for value in values.values():
+            if isinstance(value, str) and "{quality}" in value:
+                found += _local_model_files([value.format(quality=q) for q in qualities])
+            else:
+                found += _local_model_files(value)
+        return found
+    if isinstance(values, list):
+        return [f for value in values for f in _local_model_files(value)]
+    if not isinstance(values, str) or "/" not in values or "\n" in values:
+        return []
+    try:
+        path = Path(resolve_model(values))
+    except (OSError, ValueError):
+        return []
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(f for pattern in WEIGHT_PATTERNS for f in path.rglob(pattern) if f.is_file())
+    return []
+
+
+def weights_sha256(values: dict) -> str:
+    """16 hex digits of SHA-256 over the local weights a configuration dict names, and the tiny referee's
+    (what scores the rows): models retrained under the same paths make another eval identity."""
+    import hashlib
+
+    from .config import data_dir
+
+    referee = data_dir() / "tiny" / "referee"
+    files = sorted(set(_local_model_files(values) + _local_model_files(str(referee) if referee.is_dir() else "")))
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0")  # the name too: swapping two rate points' files changes it
+        with f.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- MISC-style pixel mode
@@ -431,8 +482,13 @@ def _check_identity(out: Path, settings: EvalSettings) -> None:
     identity = settings.identity()
     if path.is_file():
         stored = json.loads(path.read_text())
+        if "weights_sha256" not in stored:  # folders from before weights were recorded: taken as made with these
+            stored["weights_sha256"] = identity["weights_sha256"]
+            _write_atomic(path, json.dumps(stored, sort_keys=True) + "\n")
         if stored != identity:
-            raise ConfigError(f"{out} holds a run with {stored}, not {identity}: pick another --out")
+            changed = "retrained or other model weights" if {**stored, "weights_sha256": ""} == {
+                **identity, "weights_sha256": ""} else "other settings"
+            raise ConfigError(f"{out} holds a run with {changed} ({stored}, not {identity}): pick another --out")
     else:
         _write_atomic(path, json.dumps(identity, sort_keys=True) + "\n")
 

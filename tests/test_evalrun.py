@@ -184,3 +184,33 @@ def test_method_runner_gives_decoded_images_and_rows_per_point():
     assert misc["caption"] == runner.caption() and misc["bpp_text"] > 0
     assert misc["bytes"] * 8 / 64 ** 2 == pytest.approx(misc["bpp"])
     assert misc["bpp"] == pytest.approx(misc["bpp_image"] + misc["bpp_text"])
+
+
+def test_retrained_weights_make_another_identity(tmp_path):
+    from itc_core.evalrun import _check_identity, weights_sha256
+
+    weights = tmp_path / "lic" / "q{quality}.safetensors"
+    weights.parent.mkdir()
+    for q in (1, 2):
+        (tmp_path / "lic" / f"q{q}.safetensors").write_bytes(bytes([q]) * 10)
+    config = {"image_codec": {"weights": str(weights), "qualities": [1, 2]}, "caption": {"lmm": "hub-org/some-lmm"}}
+    before = weights_sha256(config)
+    (tmp_path / "lic" / "q2.safetensors").write_bytes(b"retrained")
+    after = weights_sha256(config)
+    assert after != before
+    config["image_codec"]["qualities"] = [1]  # fewer rate points: fewer files
+    assert weights_sha256(config) not in (before, after)
+
+    # A results folder made with other weights is refused with a message that says so; one from before
+    # weights were recorded is taken as made with today's and upgraded in place.
+    settings = small_settings()
+    identity = settings.identity()
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({**identity, "weights_sha256": "0" * 16}))
+    with pytest.raises(ItcError, match="retrained or other model weights"):
+        _check_identity(out, settings)
+    legacy = {k: v for k, v in identity.items() if k != "weights_sha256"}
+    (out / "run.json").write_text(json.dumps(legacy))
+    _check_identity(out, settings)
+    assert json.loads((out / "run.json").read_text()) == identity
