@@ -18,6 +18,7 @@ BENCHMARKS=(
   "plain_texture|benchmarks/plain_texture.py --scenes 100 --semantic --json $OUT/plain_texture.json"
   "finetune_compare|benchmarks/finetune_compare.py --scenes 200 --json $OUT/finetune_compare.json"
   "caption_quality_val|benchmarks/caption_quality.py --json $OUT/caption_quality_val.json"
+  "caption_quality_clip_alone|benchmarks/caption_quality.py --rank-lm-weight 0 --scenes 0 --clip-scenes 200 --select-scenes 1000 --beams 2 4 8 --rate-aware-beams 4 8 --json $OUT/caption_quality_clip_alone.json"
   "caption_quality_test|benchmarks/caption_quality.py --scenes 0 --clip-scenes 0 --select-scenes 1000 --select-split test --beams 4 --rate-aware-beams 4 --json $OUT/caption_quality_test.json"
   "caption_bits|benchmarks/caption_bits.py --captions 200 --determinism 50 --json $OUT/caption_bits.json"
   "referee_accuracy|benchmarks/referee_accuracy.py --scenes 1000 --json $OUT/referee_accuracy.json"

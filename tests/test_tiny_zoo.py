@@ -107,8 +107,11 @@ def test_clip_and_lmm_recipes_train_save_and_load(tmp_path):
     top, last = CLIPModel.from_pretrained(tmp_path / "top").vision_model.state_dict(), len(tower.encoder.layers) - 1
     assert all(torch.equal(top[k], v) == (not k.startswith(f"encoder.layers.{last}.")) for k, v in tower.state_dict().items()
                if k.startswith("encoder.layers.") and k.endswith(".weight") and "norm" not in k)
-    with pytest.raises(ValueError, match="unfrozen_vision_layers"):
-        train_clip(tmp_path / "bad", tmp_path / "work" / "bad", replace(rerank, unfrozen_vision_layers=len(tower.encoder.layers)))
+    for bad in (len(tower.encoder.layers), -1):
+        with pytest.raises(ValueError, match="unfrozen_vision_layers"):
+            train_clip(tmp_path / "bad", tmp_path / "work" / "bad", replace(rerank, unfrozen_vision_layers=bad))
+    with pytest.raises(ValueError, match="vision_from"):
+        train_clip(tmp_path / "bad", tmp_path / "work" / "bad", ClipRecipe(unfrozen_vision_layers=1))
     scorer = ClipScorer.from_pretrained(str(tmp_path / "rerank"))
     assert scorer.similarity(Image.new("RGB", (64, 64)), ["a small red circle", "a large blue star"]).shape == (2,)
     bad = ClipRecipe(projection=8, text_from=str(tmp_path / "clip"))

@@ -123,8 +123,10 @@ def build_clip(recipe: ClipRecipe, tokenizer) -> CLIPModel:
     vision = CLIPVisionConfig(image_size=64, patch_size=recipe.patch, hidden_size=recipe.hidden,
                               intermediate_size=2 * recipe.hidden, num_hidden_layers=recipe.layers,
                               num_attention_heads=recipe.heads)
-    if recipe.extra_vision_layers and not recipe.vision_from:
-        raise ValueError("extra_vision_layers adds layers on top of a vision_from tower; set vision_from too")
+    if (recipe.extra_vision_layers or recipe.unfrozen_vision_layers) and not recipe.vision_from:
+        raise ValueError("extra_vision_layers and unfrozen_vision_layers work on a vision_from tower; set vision_from too")
+    if recipe.extra_vision_layers < 0 or recipe.unfrozen_vision_layers < 0:
+        raise ValueError("extra_vision_layers and unfrozen_vision_layers count layers: 0 or more")
     tower = _lmm_vision_tower(recipe.vision_from) if recipe.vision_from else None
     source = CLIPModel.from_pretrained(_resolve(recipe.text_from)) if recipe.text_from else None
     if tower is not None:
@@ -301,7 +303,8 @@ def train_clip(out_dir: Path, workdir: Path, recipe: ClipRecipe | None = None, d
     sched = warmup_cosine(opt, recipe.steps)
     gen = torch.Generator().manual_seed(recipe.seed)
     tag = _sources_tag(recipe)  # a retrained LMM or CLIP upstream starts afresh instead of resuming on stale state
-    ckpt, parts = workdir / f"clip{tag}.pt", dict(model=model, opt=opt, sched=sched)
+    unfrozen = f"-u{recipe.unfrozen_vision_layers}" if recipe.unfrozen_vision_layers else ""  # other trained parts
+    ckpt, parts = workdir / f"clip{tag}{unfrozen}.pt", dict(model=model, opt=opt, sched=sched)
     start = load_checkpoint(ckpt, gen, **parts)
     cache = workdir / f"scenes_{recipe.train_scenes}.npy"
     if not cache.exists():
