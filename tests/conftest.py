@@ -17,6 +17,17 @@ from itc_core.image_codec import build_model  # noqa: E402
 torch.set_num_threads(1)
 
 
+@pytest.fixture
+def main_process_port() -> str:
+    """A free TCP port for a multi-process launch: tests run side by side (xdist), and two launches on
+    accelerate's default port 29500 meet in one rendezvous and hang."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
 def random_lic_preset(directory, seed: int, name: str = "custom") -> str:
     """A user YAML preset over a small random-weight mbt2018-mean saved as safetensors; returns its path."""
     torch.manual_seed(seed)

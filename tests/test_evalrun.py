@@ -112,7 +112,7 @@ def test_killed_three_times_then_resumed_equals_the_uninterrupted_run(tmp_path, 
 
 
 @pytest.mark.parametrize("launcher", ["torchrun", "mpi"])
-def test_accelerate_two_processes_equal_one(tmp_path, reference, launcher):
+def test_accelerate_two_processes_equal_one(tmp_path, reference, launcher, main_process_port):
     """``accelerate launch`` with 2 processes writes what one process writes.
 
     accelerate 1.15 starts several CPU processes in two ways: ``--multi_gpu`` (torchrun; it works without
@@ -129,6 +129,7 @@ def test_accelerate_two_processes_equal_one(tmp_path, reference, launcher):
         hostfile.write_text("localhost\n")  # plain host names: both MPICH (host:n) and Open MPI (slots=n) read it
         flags = ["--cpu", "--num_processes", "2", "--mpirun_hostfile", str(hostfile)]
     out = tmp_path / "run"
+    flags += ["--main_process_port", main_process_port]
     proc = itc_eval(out, launcher=("-m", "accelerate.commands.launch", *flags))
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-2000:]

@@ -132,14 +132,14 @@ def test_missing_semantic_weights_raise_naming_them(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="accelerate's CPU multi-process launch")
-def test_accelerate_two_cpu_processes_run_one_short_epoch(tmp_path):
+def test_accelerate_two_cpu_processes_run_one_short_epoch(tmp_path, main_process_port):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml.safe_dump(tiny_run(tmp_path / "ddp", steps=4, val_every=4)))
     accelerate = Path(sys.executable).with_name("accelerate")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     # --multi_gpu runs torchrun (gloo) here; accelerate 1.15's --cpu would start ONE process without mpirun.
     proc = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "itc_core.cli", "finetune",
+                           "--main_process_port", main_process_port, "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "itc_core.cli", "finetune",
                            "--config", str(cfg)], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ddp: 2 processes, 2 samples each per step" in proc.stderr
