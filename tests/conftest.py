@@ -28,6 +28,24 @@ def main_process_port() -> str:
         return str(s.getsockname()[1])
 
 
+@pytest.fixture
+def communicate():
+    """``communicate(proc, timeout)``: ``proc.communicate`` that, on a timeout, kills ``proc``'s whole process
+    group (start it with ``start_new_session=True``): a hung launch must not leave mpirun's proxy or torchrun's
+    workers busy after the test."""
+    import signal
+    import subprocess
+
+    def run(proc, timeout):
+        try:
+            return proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return run
+
+
 def random_lic_preset(directory, seed: int, name: str = "custom") -> str:
     """A user YAML preset over a small random-weight mbt2018-mean saved as safetensors; returns its path."""
     torch.manual_seed(seed)

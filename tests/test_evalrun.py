@@ -36,7 +36,8 @@ def itc_eval(out, *extra, launcher=()):
     # The environment's own bin/ first: accelerate runs `mpirun` by name (the `mpich` wheel puts it there).
     env = dict(os.environ, OMP_NUM_THREADS="1", PATH=os.pathsep.join([str(VENV_BIN), os.environ.get("PATH", "")]))
     cmd = [sys.executable, *launcher, "-m", "itc_core.cli", "eval", *SMALL, "--out", str(out), *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def test_killed_three_times_then_resumed_equals_the_uninterrupted_run(tmp_path, 
 
 
 @pytest.mark.parametrize("launcher", ["torchrun", "mpi"])
-def test_accelerate_two_processes_equal_one(tmp_path, reference, launcher, main_process_port):
+def test_accelerate_two_processes_equal_one(tmp_path, reference, launcher, main_process_port, communicate):
     """``accelerate launch`` with 2 processes writes what one process writes.
 
     accelerate 1.15 starts several CPU processes in two ways: ``--multi_gpu`` (torchrun; it works without
@@ -131,7 +132,7 @@ def test_accelerate_two_processes_equal_one(tmp_path, reference, launcher, main_
     out = tmp_path / "run"
     flags += ["--main_process_port", main_process_port]
     proc = itc_eval(out, launcher=("-m", "accelerate.commands.launch", *flags))
-    stdout, stderr = proc.communicate(timeout=300)
+    stdout, stderr = communicate(proc, 300)
     assert proc.returncode == 0, stderr[-2000:]
     assert "(2 processes)" in stdout
     assert (out / "summary.json").read_text() == reference[0]

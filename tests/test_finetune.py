@@ -132,17 +132,19 @@ def test_missing_semantic_weights_raise_naming_them(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="accelerate's CPU multi-process launch")
-def test_accelerate_two_cpu_processes_run_one_short_epoch(tmp_path, main_process_port):
+def test_accelerate_two_cpu_processes_run_one_short_epoch(tmp_path, main_process_port, communicate):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml.safe_dump(tiny_run(tmp_path / "ddp", steps=4, val_every=4)))
     accelerate = Path(sys.executable).with_name("accelerate")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     # --multi_gpu runs torchrun (gloo) here; accelerate 1.15's --cpu would start ONE process without mpirun.
-    proc = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                           "--main_process_port", main_process_port, "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "itc_core.cli", "finetune",
-                           "--config", str(cfg)], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "ddp: 2 processes, 2 samples each per step" in proc.stderr
+    proc = subprocess.Popen([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                             "--main_process_port", main_process_port, "--mixed_precision", "no",
+                             "--dynamo_backend", "no", "-m", "itc_core.cli", "finetune", "--config", str(cfg)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _, stderr = communicate(proc, 300)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "ddp: 2 processes, 2 samples each per step" in stderr
     rows = list(csv.DictReader((tmp_path / "ddp" / "metrics.csv").open()))
     assert [r["step"] for r in rows if r["split"] == "train"] == ["1", "2", "3", "4"]  # logged once, by rank 0
     assert (tmp_path / "ddp" / "final.safetensors").exists()
