@@ -150,7 +150,7 @@ def _local_model_files(values) -> list[Path]:
         return found
     if isinstance(values, list):
         return [f for value in values for f in _local_model_files(value)]
-    if not isinstance(values, str) or "/" not in values or "\n" in values:
+    if not isinstance(values, str) or "/" not in values:
         return []
     try:
         path = Path(resolve_model(values))
@@ -482,15 +482,15 @@ def _check_identity(out: Path, settings: EvalSettings) -> None:
     identity = settings.identity()
     if path.is_file():
         stored = json.loads(path.read_text())
-        if "weights_sha256" not in stored:  # folders from before weights were recorded: taken as made with these
-            stored["weights_sha256"] = identity["weights_sha256"]
-            _write_atomic(path, json.dumps(stored, sort_keys=True) + "\n")
+        legacy = "weights_sha256" not in stored  # folders from before weights were recorded: taken as made with these
+        stored.setdefault("weights_sha256", identity["weights_sha256"])
         if stored != identity:
             changed = "retrained or other model weights" if {**stored, "weights_sha256": ""} == {
                 **identity, "weights_sha256": ""} else "other settings"
             raise ConfigError(f"{out} holds a run with {changed} ({stored}, not {identity}): pick another --out")
-    else:
-        _write_atomic(path, json.dumps(identity, sort_keys=True) + "\n")
+        if not legacy:
+            return
+    _write_atomic(path, json.dumps(identity, sort_keys=True) + "\n")
 
 
 def merge_results(out: Path) -> list[dict]:
