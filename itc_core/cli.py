@@ -425,7 +425,7 @@ def cmd_tiny_zoo(args) -> None:
     if args.only in (None, "lic"):
         recipe = load_lic_recipe(overrides={"train": {"steps": args.steps}} if args.steps is not None else None)
         manifest = train_lic_zoo(root / "lic", work / "lic", recipe, args.qualities, device=args.device,
-                                 max_minutes=args.max_minutes)
+                                 max_minutes=args.max_minutes, compile=args.compile)
         for q, entry in manifest["models"].items():
             t = entry["test"]
             print(f"q{q}: {t['bpp_real']:.4f} bpp real ({t['bpp_estimated']:.4f} estimated), "
@@ -672,6 +672,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: the recipe's)")
     p.add_argument("--batch-size", type=int, help="restorer: training batch (default: the recipe's)")
     p.add_argument("--max-minutes", type=float, help="stop each training early after this long (reported as such)")
+    p.add_argument("--compile", action="store_true", help="lic: torch.compile the training step (about 25 %% "
+                   "faster on a CPU thread, after a minute or two of compiling)")
     p.add_argument("--out", help="where the models go, one folder per part (default: data/tiny)")
     p.add_argument("--workdir", default="outputs/tiny-zoo", help="checkpoints for resuming")
     p.set_defaults(func=cmd_tiny_zoo)

@@ -110,6 +110,7 @@ class TrainSpec:
     device: str = "auto"  # auto | cpu | cuda
     augment: bool = True  # flips and quarter turns (tiny scenes and crops)
     max_minutes: float | None = None  # stop early (checkpointed, reported as such) after this much training time
+    compile: bool = False  # torch.compile the model's forward: about 25 % more steps/s on one CPU thread
 
 
 @dataclass
@@ -399,6 +400,7 @@ def train(cfg: FinetuneConfig, *, quiet: bool = False, stop_after: int | None = 
     net = net.to(acc.device)
     model, opt = acc.prepare(net, opt)
     inner = acc.unwrap_model(model)
+    forward = torch.compile(model) if t.compile else model  # shares the weights: checkpoints stay plain
     start = _load(ckpt, inner, getattr(opt, "optimizer", opt), aux_opt)  # after prepare: resumes bit-exactly
     aux_params = [p for n, p in inner.named_parameters() if n.endswith(".quantiles")]
     # Clip only what the main optimiser steps: the quantiles still hold the last auxiliary gradient.
@@ -430,7 +432,7 @@ def train(cfg: FinetuneConfig, *, quiet: bool = False, stop_after: int | None = 
             torch.manual_seed(t.seed * 7_919 + step * acc.num_processes + acc.process_index)  # quantisation noise
             for group in opt.param_groups:
                 group["lr"] = t.lr * lr_factor(t, step)
-            losses = criterion(model(x), x, captions)
+            losses = criterion(forward(x), x, captions)
             opt.zero_grad()
             acc.backward(losses["loss"])
             if t.clip_grad:

@@ -143,8 +143,12 @@ def _shipped_file(out_dir: Path, source: int, quality: int) -> Path:
 
 
 def train_lic_zoo(out_dir: Path, workdir: Path, recipe: dict | None = None, qualities: list[int] | None = None,
-                  device: str | None = None, max_minutes: float | None = None) -> dict:
-    """Train (or resume) the rate points ``qualities`` and export them with a manifest into ``out_dir``."""
+                  device: str | None = None, max_minutes: float | None = None, compile: bool = False) -> dict:
+    """Train (or resume) the rate points ``qualities`` and export them with a manifest into ``out_dir``.
+
+    ``compile`` runs the training step through ``torch.compile`` (a CPU run's speed-up; the weights
+    differ from an uncompiled run's by rounding only).
+    """
     recipe = recipe or load_lic_recipe()
     qualities = qualities or sorted(recipe["rate_points"])
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,9 +160,10 @@ def train_lic_zoo(out_dir: Path, workdir: Path, recipe: dict | None = None, qual
                    train={**recipe["run"].get("train", {}), **recipe.get("train", {}).get(q, {})})
         if q in recipe.get("starts", {}):
             run["model"]["init"] = str(_shipped_file(out_dir, recipe["starts"][q], q).resolve())
-        if device or max_minutes:
+        if device or max_minutes or compile:
             run["train"] = {**run.get("train", {}), **({"device": device} if device else {}),
-                            **({"max_minutes": max_minutes} if max_minutes else {})}
+                            **({"max_minutes": max_minutes} if max_minutes else {}),
+                            **({"compile": True} if compile else {})}
         t0 = time.time()
         result = train(load_finetune_config(run))
         entry = _export(workdir / f"q{q}", q, lmbda, run, recipe["test_scenes"], out_dir, time.time() - t0)
