@@ -354,17 +354,31 @@ class _Csv:
             csv.DictWriter(f, self.FIELDS, extrasaction="ignore").writerow(row)
 
 
-def _save(path: Path, step: int, net, opt, aux_opt) -> None:
-    state = {"net": net.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(), "step": step}
+def _init_tag(spec: ModelSpec) -> str:
+    """What the run starts from, as the checkpoint records it: the digest of ``model.init`` ("" when none)."""
+    if not spec.init:
+        return ""
+    from .config import resolve_path
+    from .tinyworld.checkpoint import files_tag
+
+    return files_tag([resolve_path(spec.init)])
+
+
+def _save(path: Path, step: int, net, opt, aux_opt, init: str = "") -> None:
+    state = {"net": net.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(), "step": step,
+             "init": init}
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
 
 
-def _load(path: Path, net, opt, aux_opt) -> int:
+def _load(path: Path, net, opt, aux_opt, init: str = "") -> int:
     if not path.exists():
         return 0
     state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("init", init) != init:  # (checkpoints from before this record are taken as they are)
+        raise ConfigError(f"{path} belongs to a run that started from other weights than model.init (retrained "
+                          "since?): pick another out_dir, or delete that folder to start again")
     net.load_state_dict(state["net"])
     opt.load_state_dict(state["opt"])
     aux_opt.load_state_dict(state["aux_opt"])
@@ -401,7 +415,8 @@ def train(cfg: FinetuneConfig, *, quiet: bool = False, stop_after: int | None = 
     model, opt = acc.prepare(net, opt)
     inner = acc.unwrap_model(model)
     forward = torch.compile(model) if t.compile else model  # shares the weights: checkpoints stay plain
-    start = _load(ckpt, inner, getattr(opt, "optimizer", opt), aux_opt)  # after prepare: resumes bit-exactly
+    init = _init_tag(cfg.model)
+    start = _load(ckpt, inner, getattr(opt, "optimizer", opt), aux_opt, init)  # after prepare: resumes bit-exactly
     aux_params = [p for n, p in inner.named_parameters() if n.endswith(".quantiles")]
     # Clip only what the main optimiser steps: the quantiles still hold the last auxiliary gradient.
     main_params = [p for n, p in inner.named_parameters() if not n.endswith(".quantiles") and p.requires_grad]
@@ -454,7 +469,7 @@ def train(cfg: FinetuneConfig, *, quiet: bool = False, stop_after: int | None = 
             if done % t.checkpoint_every == 0 or done == t.steps or stop["signal"]:
                 acc.wait_for_everyone()
                 if acc.is_main_process:
-                    _save(ckpt, done, inner, opt, aux_opt)
+                    _save(ckpt, done, inner, opt, aux_opt, init)
             if done % t.val_every == 0 or done == t.steps:
                 if acc.is_main_process:
                     last_val = validate(inner, val_set, cfg.model.architecture)
@@ -462,14 +477,14 @@ def train(cfg: FinetuneConfig, *, quiet: bool = False, stop_after: int | None = 
                 model.train()
             if t.max_minutes and time.time() - t0 > 60 * t.max_minutes and done < t.steps:
                 if acc.is_main_process:
-                    _save(ckpt, done, inner, opt, aux_opt)
+                    _save(ckpt, done, inner, opt, aux_opt, init)
                     last_val = validate(inner, val_set, cfg.model.architecture)
                     log.write({"step": done, "split": "val", **last_val, "seconds": round(time.time() - t0, 1)})
                 stopped_early = done
                 break
             if stop["signal"] or done == stop_after:
                 if done == stop_after and acc.is_main_process:
-                    _save(ckpt, done, inner, opt, aux_opt)
+                    _save(ckpt, done, inner, opt, aux_opt, init)
                     return {"steps": done, "planned_steps": t.steps, "stopped": True}
                 raise TrainingInterrupted(f"stopped after step {done} of {t.steps} (checkpoint {ckpt}); "
                                           "rerun the same command to resume")

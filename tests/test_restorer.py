@@ -188,8 +188,19 @@ def test_recipe_trains_exports_resumes_and_loads(tmp_path):
     out, work = tmp_path / "restorer", tmp_path / "work"
     report = train_restorer(out, data_dir() / "tiny" / "clip", work, recipe)
     assert report["steps_done"] == 2 and [v["quality"] for v in report["val"]] == [1, 2]
-    assert torch.load(work / "restorer.pt", weights_only=True)["step"] == 2
+    ckpt, = work.glob("restorer-*.pt")  # named by the LIC and CLIP it learnt from
+    assert torch.load(ckpt, weights_only=True)["step"] == 2
     recipe.steps = 3
     assert train_restorer(out, data_dir() / "tiny" / "clip", work, recipe)["steps_done"] == 3
+    assert list(work.glob("restorer-*.pt")) == [ckpt]  # resumed
+    # A retrained CLIP upstream starts a new run instead of resuming one that learnt from the old weights.
+    from transformers import CLIPModel, CLIPTokenizer
+    changed = CLIPModel.from_pretrained(data_dir() / "tiny" / "clip")
+    changed.logit_scale.data += 1
+    changed.save_pretrained(tmp_path / "clip2")
+    CLIPTokenizer.from_pretrained(data_dir() / "tiny" / "clip").save_pretrained(tmp_path / "clip2")
+    recipe.steps = 1
+    assert train_restorer(tmp_path / "restorer2", tmp_path / "clip2", work, recipe)["steps_done"] == 1
+    assert len(list(work.glob("restorer-*.pt"))) == 2 and len(list(work.glob("data_*.pt"))) == 1
     restored = Restorer(RestorerConfig(model=str(out))).restore(sample(6)[0], sample(6)[1], steps=1)
     assert restored.size == (64, 64)

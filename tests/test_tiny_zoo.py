@@ -69,6 +69,9 @@ def test_clip_and_lmm_recipes_train_save_and_load(tmp_path):
     model = AutoModelForImageTextToText.from_pretrained(tmp_path / "lmm")
     processor = AutoProcessor.from_pretrained(tmp_path / "lmm")
     assert type(model).__name__ == "LlavaForConditionalGeneration" and processor.tokenizer.eos_token_id == 3
+    # Its reconstructions and checkpoint are named by the LIC (and CLIP) they come from (a retrained LIC starts afresh).
+    lmm_work = tmp_path / "work" / "lmm"
+    assert [len(list(lmm_work.glob(p))) for p in ("lmm-*.pt", "recon_train_16-*.npy", "recon_val_4-*.npy")] == [1, 1, 1]
 
     # The caption reranker starts from the LMM's vision tower (frozen) and the CLIP's text tower.
     from itc_core.captioner import ClipScorer
@@ -176,7 +179,40 @@ def test_a_rate_point_fine_tuned_from_a_lower_one(tmp_path):
         train_lic_zoo(out, work, recipe, qualities=[3])
     manifest = train_lic_zoo(out, work, recipe)
     assert manifest["recipe"]["starts"] == {"3": 1}
-    assert torch.load(work / "q3" / "checkpoint.pt", weights_only=True)["step"] == 1  # its own schedule
+    run3, = work.glob("q3-*")  # named by the weights it starts from
+    assert torch.load(run3 / "checkpoint.pt", weights_only=True)["step"] == 1  # its own schedule
     low, high = load_file(out / "mbt2018-mean-q1.safetensors"), load_file(out / "mbt2018-mean-q3.safetensors")
     weight = "g_a.0.weight"
     assert torch.allclose(low[weight].float(), high[weight].float(), atol=1e-2)  # one tiny step away from q1
+
+    # q1 retrained (one more step): q3 starts again from it instead of re-exporting the run from the old q1 ...
+    recipe["run"]["train"]["steps"] += 1
+    train_lic_zoo(out, work, recipe, qualities=[1])
+    train_lic_zoo(out, work, recipe, qualities=[3])
+    assert len(list(work.glob("q3-*/checkpoint.pt"))) == 2
+    # ... and a finetune run pointed at a folder started from other weights is refused, the folder untouched.
+    from itc_core.errors import ConfigError
+    from itc_core.finetune import load_finetune_config, train
+
+    run = dict(recipe["run"], loss={"kappa": {"mse": 1.0}, "lmbda": 0.2}, out_dir=str(run3),
+               model={**recipe["run"]["model"], "init": str(out / "mbt2018-mean-q1.safetensors")},
+               train={**recipe["run"]["train"], "steps": 1})
+    before = (run3 / "checkpoint.pt").read_bytes()
+    with pytest.raises(ConfigError, match="started from other weights"):
+        train(load_finetune_config(run), quiet=True)
+    assert (run3 / "checkpoint.pt").read_bytes() == before
+
+
+def test_files_tag_changes_with_bytes_and_names(tmp_path):
+    from itc_core.tinyworld.checkpoint import files_tag
+
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"weights")
+    b.write_bytes(b"more")
+    tag = files_tag([a, b])
+    assert len(tag) == 13 and tag == files_tag([b, a])  # order-free
+    b.write_bytes(b"morf")
+    changed = files_tag([a, b])
+    assert changed != tag
+    c = a.rename(tmp_path / "c.bin")  # the same bytes under another name (rate points swapped)
+    assert files_tag([c, b]) not in (tag, changed)

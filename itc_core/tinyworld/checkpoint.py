@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "add_recipe_arguments", "recipe_from_arguments"]
+__all__ = ["save_checkpoint", "load_checkpoint", "files_tag", "lic_files", "add_recipe_arguments",
+           "recipe_from_arguments"]
 
 
 def save_checkpoint(path: Path, step: int, gen: torch.Generator, **parts) -> None:
@@ -28,6 +29,27 @@ def load_checkpoint(path: Path, gen: torch.Generator, **parts) -> int:
         part.load_state_dict(state[name])
     gen.set_state(state["gen"])
     return int(state["step"])
+
+
+def files_tag(files) -> str:
+    """``-<12 hex>``: SHA-256 over the names and bytes of ``files`` (upstream weights), for the names of the
+    caches and checkpoints that depend on them, so that retrained weights start afresh instead of resuming."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for f in sorted(Path(f) for f in files):
+        digest.update(f.name.encode() + b"\0")
+        with f.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return "-" + digest.hexdigest()[:12]
+
+
+def lic_files(lic_cfg) -> list[Path]:
+    """The weight files of every rate point of an ``image_codec`` config."""
+    from ..config import resolve_path
+
+    return [resolve_path(lic_cfg.weights.format(quality=q)) for q in lic_cfg.qualities]
 
 
 def add_recipe_arguments(parser, recipe_cls) -> None:

@@ -30,6 +30,7 @@ from ..errors import WeightsError
 from ..finetune import RECIPE_DIR, export_lic, load_finetune_config, train
 from ..image_codec import ImageCodec, build_model, load_weights
 from ..metrics import psnr
+from .checkpoint import files_tag
 from .scenes import batch, split_seeds
 
 __all__ = ["load_lic_recipe", "train_lic_zoo", "train_semantic_zoo", "semantic_run", "matched_lambda", "measure_lic", "RECIPE"]
@@ -155,18 +156,22 @@ def train_lic_zoo(out_dir: Path, workdir: Path, recipe: dict | None = None, qual
     manifest_path = out_dir / "manifest.json"
     for q in qualities:
         lmbda = recipe["rate_points"][q]
+        run_dir = workdir / f"q{q}"
         run = dict(recipe["run"], model={**recipe["run"]["model"], **recipe.get("sizes", {}).get(q, {})},
-                   loss={**recipe["run"].get("loss", {}), "lmbda": lmbda}, out_dir=str(workdir / f"q{q}"),
+                   loss={**recipe["run"].get("loss", {}), "lmbda": lmbda},
                    train={**recipe["run"].get("train", {}), **recipe.get("train", {}).get(q, {})})
         if q in recipe.get("starts", {}):
-            run["model"]["init"] = str(_shipped_file(out_dir, recipe["starts"][q], q).resolve())
+            start = _shipped_file(out_dir, recipe["starts"][q], q).resolve()
+            run["model"]["init"] = str(start)
+            run_dir = workdir / f"q{q}{files_tag([start])}"  # a retrained point below starts this one afresh
+        run["out_dir"] = str(run_dir)
         if device or max_minutes or compile:
             run["train"] = {**run.get("train", {}), **({"device": device} if device else {}),
                             **({"max_minutes": max_minutes} if max_minutes else {}),
                             **({"compile": True} if compile else {})}
         t0 = time.time()
         result = train(load_finetune_config(run))
-        entry = _export(workdir / f"q{q}", q, lmbda, run, recipe["test_scenes"], out_dir, time.time() - t0)
+        entry = _export(run_dir, q, lmbda, run, recipe["test_scenes"], out_dir, time.time() - t0)
         entry["steps"], entry["planned_steps"] = result["steps"], result["planned_steps"]
         entry["environment"] = {  # per rate point: points may be trained on different machines
             "python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform(),
@@ -249,11 +254,12 @@ def train_semantic_zoo(out_dir: Path, base_dir: Path, workdir: Path, qualities: 
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / "manifest.json"
     for q in qualities:
-        cfg, base, at_start = semantic_run(q, base_dir, workdir / f"q{q}", device=device, max_minutes=max_minutes,
-                                           steps=steps)
+        base_file = base_dir / json.loads((base_dir / "manifest.json").read_text())["models"][str(q)]["file"]
+        run_dir = workdir / f"q{q}{files_tag([base_file])}"  # a retrained base starts a new fine-tune
+        cfg, base, at_start = semantic_run(q, base_dir, run_dir, device=device, max_minutes=max_minutes, steps=steps)
         t0 = time.time()
         result = train(cfg)
-        entry = _export(workdir / f"q{q}", q, cfg.loss.lmbda, asdict(cfg), recipe_values["test_scenes"], out_dir,
+        entry = _export(run_dir, q, cfg.loss.lmbda, asdict(cfg), recipe_values["test_scenes"], out_dir,
                         time.time() - t0)
         entry.update(steps=result["steps"], planned_steps=result["planned_steps"], base_lambda=base["lambda"],
                      base_terms=at_start)

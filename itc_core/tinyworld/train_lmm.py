@@ -42,7 +42,8 @@ from transformers import (AutoTokenizer, CLIPImageProcessor, CLIPModel, CLIPVisi
 from ..caption_codec import BLANK_GRAY  # the text-only context: a mid-gray image both coder ends can make
 from ..config import data_dir, load_config
 from ..image_codec import ImageCodec
-from .checkpoint import add_recipe_arguments, load_checkpoint, recipe_from_arguments, save_checkpoint
+from .checkpoint import (add_recipe_arguments, files_tag, lic_files, load_checkpoint, recipe_from_arguments,
+                         save_checkpoint)
 from .scenes import SHAPES, batch, caption, caption_accuracy, generate_scene, split_seeds
 from .train_clip import CLIP_MEAN, CLIP_STD, pixel_tensor, warmup_cosine
 
@@ -206,7 +207,8 @@ def evaluate_lmm(model, processor, lic_cfg, eval_scenes: int, workdir: Path, dev
     def accuracy(pixels):
         return caption_accuracy(generate_captions(model, processor, pixels, **dict(generate_kwargs)), seeds)
     report = {"captioning_original": accuracy(images)}
-    recon = _reconstructions(images, lic_cfg, workdir / f"recon_val_{eval_scenes}.npy", device)
+    recon = _reconstructions(images, lic_cfg, workdir / f"recon_val_{eval_scenes}{files_tag(lic_files(lic_cfg))}.npy",
+                             device)
     for q, rec in zip(lic_cfg.qualities, recon):
         report[f"captioning_lic_q{q}"] = accuracy(rec)
     return report
@@ -233,7 +235,9 @@ def train_lmm(out_dir: Path, clip_dir: Path, workdir: Path, recipe: LmmRecipe | 
     if not cache.exists():
         np.save(cache, batch(seeds))
     images_np = np.load(cache)
-    recon_np = _reconstructions(images_np, lic_cfg, workdir / f"recon_train_{recipe.train_scenes}.npy", device)
+    # Caches and checkpoint are named by the LIC and CLIP they come from: retrained ones start a new run.
+    lic_tag = files_tag(lic_files(lic_cfg))
+    recon_np = _reconstructions(images_np, lic_cfg, workdir / f"recon_train_{recipe.train_scenes}{lic_tag}.npy", device)
     # Source 0 = original, 1..Q = reconstructions: one uint8 tensor indexed by (source, scene); blank images apart.
     pool = torch.from_numpy(np.concatenate([images_np[None], recon_np])).to(device)
     blank = torch.full((IMAGE_SIZE, IMAGE_SIZE, 3), BLANK_GRAY, dtype=torch.uint8, device=device)
@@ -243,7 +247,8 @@ def train_lmm(out_dir: Path, clip_dir: Path, workdir: Path, recipe: LmmRecipe | 
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01)
     sched = warmup_cosine(opt, recipe.steps)
     gen = torch.Generator().manual_seed(recipe.seed)
-    ckpt, parts = workdir / "lmm.pt", dict(model=model, opt=opt, sched=sched)
+    ckpt = workdir / f"lmm{files_tag(lic_files(lic_cfg) + sorted(Path(clip_dir).glob('*.safetensors')))}.pt"
+    parts = dict(model=model, opt=opt, sched=sched)
     start = load_checkpoint(ckpt, gen, **parts)
     t0 = time.time()
     model.train()

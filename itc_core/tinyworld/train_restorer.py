@@ -37,7 +37,7 @@ from ..config import load_config, resolve_path
 from ..image_codec import ImageCodec
 from ..metrics import psnr
 from ..restorer import TinyRestorerPipeline
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import files_tag, lic_files, load_checkpoint, save_checkpoint
 from .scenes import COLOURS, Scene, caption, generate_scene, render, split_seeds
 from .train_clip import warmup_cosine
 
@@ -127,7 +127,7 @@ def _reconstructions(codecs: list[ImageCodec], images: torch.Tensor, device: str
 def _dataset(recipe: RestorerRecipe, tokenizer, workdir: Path, device: str) -> dict[str, torch.Tensor]:
     """Originals, recoloured originals, reconstructions per rate, token ids; cached in ``workdir``."""
     cfg = load_config(recipe.preset).image_codec
-    cache = workdir / f"data_{recipe.train_scenes}_q{'-'.join(map(str, cfg.qualities))}.pt"
+    cache = workdir / f"data_{recipe.train_scenes}_q{'-'.join(map(str, cfg.qualities))}{files_tag(lic_files(cfg))}.pt"
     if cache.exists():
         return torch.load(cache, weights_only=True)
     seeds = split_seeds("train", recipe.train_scenes)
@@ -208,7 +208,9 @@ def train_restorer(out_dir: Path, clip_dir: Path, workdir: Path, recipe: Restore
     opt = torch.optim.AdamW(unet.parameters(), lr=recipe.lr, weight_decay=0.01)
     sched = warmup_cosine(opt, recipe.steps, warmup=recipe.warmup / max(recipe.steps, 1))
     gen = torch.Generator().manual_seed(recipe.seed)
-    ckpt, parts = workdir / "restorer.pt", dict(unet=unet, ema=ema, opt=opt, sched=sched)
+    # Named by the LIC and CLIP it learns from: after retraining either, a new run starts instead of resuming.
+    upstream = lic_files(load_config(recipe.preset).image_codec) + sorted(Path(clip_dir).glob("*.safetensors"))
+    ckpt, parts = workdir / f"restorer{files_tag(upstream)}.pt", dict(unet=unet, ema=ema, opt=opt, sched=sched)
     start = load_checkpoint(ckpt, gen, **parts)
     t_data = time.time()
     data = {k: v.to(device) for k, v in _dataset(recipe, tokenizer, workdir, device).items()}
