@@ -62,9 +62,9 @@ def test_clip_and_lmm_recipes_train_save_and_load(tmp_path):
                                  eval_scenes=12, candidates=10))
     assert 0 <= clip["retrieval_top1"] <= 1
     assert CLIPModel.from_pretrained(tmp_path / "clip").config.vision_config.hidden_size == 32
-    lmm = train_lmm(tmp_path / "lmm", tmp_path / "clip", tmp_path / "work" / "lmm",
-                    LmmRecipe(hidden=32, layers=1, heads=2, kv_heads=1, steps=2, batch_size=4, train_scenes=16,
-                              eval_scenes=4))
+    lmm_recipe = LmmRecipe(hidden=32, layers=1, heads=2, kv_heads=1, steps=2, batch_size=4, train_scenes=16,
+                           eval_scenes=4)
+    lmm = train_lmm(tmp_path / "lmm", tmp_path / "clip", tmp_path / "work" / "lmm", lmm_recipe)
     assert 0 <= lmm["captioning_original"]["exact"] <= 1 and "captioning_lic_q1" in lmm
     model = AutoModelForImageTextToText.from_pretrained(tmp_path / "lmm")
     processor = AutoProcessor.from_pretrained(tmp_path / "lmm")
@@ -72,6 +72,16 @@ def test_clip_and_lmm_recipes_train_save_and_load(tmp_path):
     # Its reconstructions and checkpoint are named by the LIC (and CLIP) they come from (a retrained LIC starts afresh).
     lmm_work = tmp_path / "work" / "lmm"
     assert [len(list(lmm_work.glob(p))) for p in ("lmm-*.pt", "recon_train_16-*.npy", "recon_val_4-*.npy")] == [1, 1, 1]
+    # A second schedule from the trained LMM (init_from), its vision tower kept as it is (frozen_vision).
+    train_lmm(tmp_path / "lmm2", tmp_path / "clip", lmm_work, replace(lmm_recipe, steps=1, eval_scenes=2,
+              init_from=str(tmp_path / "lmm"), frozen_vision=True))
+    first, second = (AutoModelForImageTextToText.from_pretrained(tmp_path / d).state_dict() for d in ("lmm", "lmm2"))
+    assert len(list(lmm_work.glob("lmm-*.pt"))) == 2  # its own checkpoint
+    tower = [k for k in first if "vision_tower" in k]
+    assert tower and all(torch.equal(first[k], second[k]) for k in tower)
+    assert not all(torch.equal(first[k], second[k]) for k in first if k not in tower)
+    with pytest.raises(ValueError, match="init_from"):
+        train_lmm(tmp_path / "bad", tmp_path / "clip", lmm_work, replace(lmm_recipe, hidden=16, init_from=str(tmp_path / "lmm")))
 
     # The caption reranker starts from the LMM's vision tower (frozen) and the CLIP's text tower.
     from itc_core.captioner import ClipScorer
@@ -216,3 +226,22 @@ def test_files_tag_changes_with_bytes_and_names(tmp_path):
     assert changed != tag
     c = a.rename(tmp_path / "c.bin")  # the same bytes under another name (rate points swapped)
     assert files_tag([c, b]) not in (tag, changed)
+
+
+def test_recipe_flags_read_booleans_tuples_and_optional_numbers():
+    import argparse
+
+    from itc_core.tinyworld.checkpoint import add_recipe_arguments, recipe_from_arguments
+    from itc_core.tinyworld.train_lmm import LmmRecipe
+    from itc_core.tinyworld.train_restorer import RestorerRecipe
+
+    def parse(cls, *argv):
+        parser = argparse.ArgumentParser()
+        add_recipe_arguments(parser, cls)
+        return recipe_from_arguments(parser.parse_args(list(argv)), cls)
+
+    assert parse(LmmRecipe) == LmmRecipe()
+    assert parse(LmmRecipe, "--frozen-vision", "--steps", "5").frozen_vision is True
+    assert parse(LmmRecipe, "--no-frozen-vision").frozen_vision is False
+    restorer = parse(RestorerRecipe, "--channels", "32,64,64", "--max-minutes", "5.5")
+    assert restorer.channels == (32, 64, 64) and restorer.max_minutes == 5.5

@@ -56,8 +56,20 @@ def add_recipe_arguments(parser, recipe_cls) -> None:
     """One ``--field value`` flag per field of the recipe dataclass ``recipe_cls``, defaulting to the recipe's."""
     from dataclasses import fields
 
+    import argparse
+
     for f in fields(recipe_cls):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+        flag = f"--{f.name.replace('_', '-')}"
+        if isinstance(f.default, bool):  # --flag / --no-flag (type=bool would read "False" as true)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        elif isinstance(f.default, tuple):  # comma-separated, e.g. --channels 64,128,128
+            parser.add_argument(flag, type=lambda text, kind=type(f.default[0]): tuple(kind(v) for v in text.split(",")),
+                                default=f.default)
+        elif f.default is None:  # optional numbers, e.g. max_minutes: float | None
+            kind = {"int": int, "float": float}.get(str(f.type).split("|")[0].strip(), str)
+            parser.add_argument(flag, type=kind, default=None)
+        else:
+            parser.add_argument(flag, type=type(f.default), default=f.default)
 
 
 def recipe_from_arguments(args, recipe_cls):

@@ -76,6 +76,8 @@ class LmmRecipe:
     eval_scenes: int = 1000
     seed: int = 0
     minutes: float = 0.0  # >0: a fresh run times its first 50 steps and cuts ``steps`` to fit this budget
+    init_from: str = ""  # an LMM folder of this recipe's shape to start from (a second schedule, e.g. on a new LIC)
+    frozen_vision: bool = False  # keep the vision tower as it is (the ranking CLIP is built on it)
 
 
 def build_processor(tokenizer, patch: int = 4) -> LlavaProcessor:
@@ -214,6 +216,24 @@ def evaluate_lmm(model, processor, lic_cfg, eval_scenes: int, workdir: Path, dev
     return report
 
 
+def _start_from(model: LlavaForConditionalGeneration, recipe: LmmRecipe) -> list[Path]:
+    """Load ``recipe.init_from`` into ``model`` and freeze its tower if asked; returns the weight files used."""
+    files = []
+    if recipe.init_from:
+        from ..config import resolve_model
+
+        folder = Path(resolve_model(recipe.init_from))
+        start = LlavaForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
+        try:
+            model.load_state_dict(start.state_dict())
+        except RuntimeError as err:
+            raise ValueError(f"init_from {recipe.init_from!r} does not fit this recipe: {str(err).splitlines()[0]}") from None
+        files = sorted(folder.glob("*.safetensors"))
+    if recipe.frozen_vision:
+        model.model.vision_tower.requires_grad_(False)
+    return files
+
+
 def train_lmm(out_dir: Path, clip_dir: Path, workdir: Path, recipe: LmmRecipe | None = None,
               lic_dir: Path | None = None, device: str = "cpu", command: str = "itc tiny-zoo --only lmm") -> dict:
     """Train (resuming from ``workdir``) and save the tiny LMM with its processor to ``out_dir``; returns the report.
@@ -226,7 +246,9 @@ def train_lmm(out_dir: Path, clip_dir: Path, workdir: Path, recipe: LmmRecipe | 
     torch.manual_seed(recipe.seed)
     tokenizer = AutoTokenizer.from_pretrained(clip_dir)
     processor = build_processor(tokenizer, recipe.patch)
-    model = _build_model(recipe, CLIPModel.from_pretrained(clip_dir), tokenizer).to(device)
+    model = _build_model(recipe, CLIPModel.from_pretrained(clip_dir), tokenizer)
+    starts = _start_from(model, recipe)
+    model.to(device)
     lic_cfg = load_config("tiny").image_codec
     if lic_dir is not None:
         lic_cfg.weights = str(Path(lic_dir).resolve() / Path(lic_cfg.weights).name)
@@ -244,10 +266,10 @@ def train_lmm(out_dir: Path, clip_dir: Path, workdir: Path, recipe: LmmRecipe | 
     cap_ids, cap_weights = (t.to(device) for t in _caption_tensors(tokenizer, seeds, recipe.shape_weight))
     prompt = torch.tensor(_prompt_ids(processor), device=device)
 
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=recipe.lr, weight_decay=0.01)
     sched = warmup_cosine(opt, recipe.steps)
     gen = torch.Generator().manual_seed(recipe.seed)
-    ckpt = workdir / f"lmm{files_tag(lic_files(lic_cfg) + sorted(Path(clip_dir).glob('*.safetensors')))}.pt"
+    ckpt = workdir / f"lmm{files_tag(lic_files(lic_cfg) + sorted(Path(clip_dir).glob('*.safetensors')) + starts)}.pt"
     parts = dict(model=model, opt=opt, sched=sched)
     start = load_checkpoint(ckpt, gen, **parts)
     t0 = time.time()
