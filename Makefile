@@ -26,7 +26,7 @@ help:
 	@echo "make bench-all  every benchmark behind the README's tables, logs in outputs/bench/ (hours on 2 cores)"
 	@echo "make data-kodak  download the 24 Kodak images into data/kodak/ (SHA-256 checked, resumable; needs internet)"
 	@echo "make reproduce  itc eval of PRESET: the tiny-world test split (tiny) or Kodak (PRESET=paper: GPU + internet)"
-	@echo "make retrain-lic DEVICE=cuda  retrain the tiny LIC's ten rate points into data/tiny/lic/ (a GPU; or DEVICE=cpu JOBS=2 ZOO_FLAGS=--compile: 10 hours on 2 cores)"
+	@echo "make retrain-lic DEVICE=cuda  retrain the tiny LIC's ten rate points into data/tiny/lic/ (a GPU; or DEVICE=cpu JOBS=2 ZOO_FLAGS=\"--compile --threads 1\": 10 hours on 2 cores)"
 
 env: $(STAMP)
 
@@ -78,13 +78,14 @@ reproduce: $(STAMP) $(if $(filter kodak,$(EVAL_DATASET)),data-kodak)
 # in outputs/tiny-zoo/; JOBS at a time, all six by default), then q7-q10 one after another (each fine-tunes
 # the point below). Rerun to resume after a kill. ZOO_FLAGS adds tiny-zoo options, e.g. "--steps 3 --out
 # /tmp/zoo --workdir /tmp/zoo-work" for a dry run that leaves the real run's checkpoints alone. On 2 CPU
-# cores: DEVICE=cpu JOBS=2 ZOO_FLAGS=--compile (about 2 h 15 min per pair of points, 10 hours in all).
+# cores: DEVICE=cpu JOBS=2 ZOO_FLAGS="--compile --threads 1" (about 2 h 15 min per pair of points, 10 hours in all).
 DEVICE ?= auto
 JOBS ?= 6
 ZOO_FLAGS ?=
 retrain-lic: $(STAMP)
 	@mkdir -p outputs/tiny-zoo
-	@pids=""; running=""; failed=0; trap 'kill $$pids 2>/dev/null' INT TERM; \
+	@test $(JOBS) -ge 1 2>/dev/null || { echo "JOBS must be a positive number, not '$(JOBS)'"; exit 2; }
+	@pids=""; running=""; failed=0; trap 'kill $$pids 2>/dev/null; exit 130' INT TERM; \
 	for q in 1 2 3 4 5 6; do \
 	  set -- $$running; if [ $$# -ge $(JOBS) ]; then wait $$1 || failed=1; shift; running="$$*"; fi; \
 	  $(PY) -m itc_core.cli tiny-zoo --only lic --qualities $$q --device $(DEVICE) $(ZOO_FLAGS) \

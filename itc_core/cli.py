@@ -487,7 +487,7 @@ def cmd_tiny_zoo(args) -> None:
             if getattr(args, key) is not None:
                 setattr(recipe, key, getattr(args, key))
         report = train_restorer(root / "restorer", root / "clip", work / "restorer", recipe,
-                                device=_train_device(args.device))
+                                device=_train_device(args.device), lic_dir=root / "lic")
         for v in report["val"]:
             print(f"restorer q{v['quality']}: PSNR {v['psnr_reconstruction']:.2f} dB (reconstruction) -> "
                   f"{v['psnr_no_caption']:.2f} (no caption) -> {v['psnr_true_caption']:.2f} (true caption) "

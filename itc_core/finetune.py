@@ -409,6 +409,9 @@ def train(cfg: FinetuneConfig, *, quiet: bool = False, stop_after: int | None = 
     optimizers = net_aux_optimizer(net, {"net": {"type": "Adam", "lr": t.lr}, "aux": {"type": "Adam", "lr": t.aux_lr}})
     opt, aux_opt = optimizers["net"], optimizers["aux"]
     train_set, val_set = build_datasets(cfg.data)
+    if t.compile and acc.num_processes > 1:
+        raise ConfigError("train.compile is for single-process runs (a CPU thread's speed-up); "
+                          "leave it out under accelerate launch")
     if t.batch_size % acc.num_processes:
         raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by {acc.num_processes} processes")
     net = net.to(acc.device)

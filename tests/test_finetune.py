@@ -102,6 +102,22 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert logged == list(range(1, steps + 1))  # rows past the checkpoint were dropped, none twice
 
 
+def test_compiled_training_keeps_plain_checkpoints_and_resumes(tmp_path, monkeypatch):
+    compiled, real_compile = [], torch.compile
+
+    def eager_compile(model):  # dynamo's tracing with the eager backend: no inductor minutes of compiling
+        compiled.append(type(model).__name__)
+        return real_compile(model, backend="eager")
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    cfg = load_finetune_config(tiny_run(tmp_path / "run", steps=2, compile=True))
+    train(cfg, quiet=True)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert compiled and state["step"] == 2 and not any("_orig_mod" in k for k in state["net"])
+    cfg.train.steps = 3
+    train(cfg, quiet=True)
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 3
+
+
 def test_semantic_terms_report_by_name_and_give_gradients():
     spec = load_finetune_config({"loss": {"lmbda": 1.0, "clip": "tiny/clip",
                                           "kappa": {"mse": 0.5, "lpips": 0.2, "clip_iqa": 0.1, "clip_i2t": 0.2}}}).loss

@@ -221,6 +221,10 @@ def test_files_tag_changes_with_bytes_and_names(tmp_path):
     b.write_bytes(b"more")
     tag = files_tag([a, b])
     assert len(tag) == 13 and tag == files_tag([b, a])  # order-free
+    (tmp_path / "elsewhere").mkdir()
+    moved = (tmp_path / "elsewhere" / "b.bin")
+    moved.write_bytes(b"more")
+    assert files_tag([a, moved]) == tag  # folders do not count (relative or absolute paths, copies)
     b.write_bytes(b"morf")
     changed = files_tag([a, b])
     assert changed != tag

@@ -33,15 +33,20 @@ def load_checkpoint(path: Path, gen: torch.Generator, **parts) -> int:
 
 def files_tag(files) -> str:
     """``-<12 hex>``: SHA-256 over the names and bytes of ``files`` (upstream weights), for the names of the
-    caches and checkpoints that depend on them, so that retrained weights start afresh instead of resuming."""
+    caches and checkpoints that depend on them, so that retrained weights start afresh instead of resuming.
+    Folders do not count: the same files reached by another path give the same tag."""
     import hashlib
 
-    digest = hashlib.sha256()
-    for f in sorted(Path(f) for f in files):
-        digest.update(f.name.encode() + b"\0")
-        with f.open("rb") as handle:
+    def file_digest(path: Path) -> str:
+        digest = hashlib.sha256()
+        with Path(path).open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
+        return digest.hexdigest()
+
+    digest = hashlib.sha256()
+    for name, content in sorted((Path(f).name, file_digest(f)) for f in files):
+        digest.update(f"{name}\0{content}\n".encode())
     return "-" + digest.hexdigest()[:12]
 
 

@@ -147,8 +147,9 @@ def train_lic_zoo(out_dir: Path, workdir: Path, recipe: dict | None = None, qual
                   device: str | None = None, max_minutes: float | None = None, compile: bool = False) -> dict:
     """Train (or resume) the rate points ``qualities`` and export them with a manifest into ``out_dir``.
 
-    ``compile`` runs the training step through ``torch.compile`` (a CPU run's speed-up; the weights
-    differ from an uncompiled run's by rounding only).
+    ``compile`` runs the training step through ``torch.compile`` (a CPU run's speed-up). The run is as
+    seeded and resumable as without it, but not the same numbers: inductor draws the quantisation noise
+    with its own generator. The manifest records it.
     """
     recipe = recipe or load_lic_recipe()
     qualities = qualities or sorted(recipe["rate_points"])
@@ -175,7 +176,7 @@ def train_lic_zoo(out_dir: Path, workdir: Path, recipe: dict | None = None, qual
         entry["steps"], entry["planned_steps"] = result["steps"], result["planned_steps"]
         entry["environment"] = {  # per rate point: points may be trained on different machines
             "python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform(),
-            "device": device or "auto", "threads": torch.get_num_threads(),
+            "device": device or "auto", "threads": torch.get_num_threads(), "compile": compile,
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
         with _locked(workdir / "manifest"):
             manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"models": {}}
@@ -224,6 +225,8 @@ def semantic_run(quality: int, base_dir: Path | None = None, out_dir: str | Path
     """The fine-tune config of base rate point ``quality`` from the semantic recipe, with its matched λ.
 
     ``kappa`` replaces the recipe's term weights (ablations); ``train_overrides`` its ``train`` keys.
+    The run folder is ``out_dir`` with the base weights' :func:`files_tag` appended, so that a retrained base
+    starts a new fine-tune there instead of meeting the old one's checkpoint.
     Returns ``(config, base manifest entry, base terms at the start)``.
     """
     from ..config import data_dir
@@ -234,6 +237,8 @@ def semantic_run(quality: int, base_dir: Path | None = None, out_dir: str | Path
     for key in ("qualities", "lambda", "test_scenes"):
         values.pop(key, None)
     values["model"]["init"] = str(base_dir / base["file"])
+    out_dir = Path(out_dir)
+    out_dir = out_dir.with_name(out_dir.name + files_tag([base_dir / base["file"]]))
     values["model"].update({k: base[k] for k in ("N", "M") if k in base})  # a base point with its own widths
     values["out_dir"] = str(out_dir)
     if kappa is not None:
@@ -254,9 +259,9 @@ def train_semantic_zoo(out_dir: Path, base_dir: Path, workdir: Path, qualities: 
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / "manifest.json"
     for q in qualities:
-        base_file = base_dir / json.loads((base_dir / "manifest.json").read_text())["models"][str(q)]["file"]
-        run_dir = workdir / f"q{q}{files_tag([base_file])}"  # a retrained base starts a new fine-tune
-        cfg, base, at_start = semantic_run(q, base_dir, run_dir, device=device, max_minutes=max_minutes, steps=steps)
+        cfg, base, at_start = semantic_run(q, base_dir, workdir / f"q{q}", device=device, max_minutes=max_minutes,
+                                           steps=steps)
+        run_dir = Path(cfg.out_dir)  # q{q}-<base tag>
         t0 = time.time()
         result = train(cfg)
         entry = _export(run_dir, q, cfg.loss.lmbda, asdict(cfg), recipe_values["test_scenes"], out_dir,

@@ -124,9 +124,16 @@ def _reconstructions(codecs: list[ImageCodec], images: torch.Tensor, device: str
     return out
 
 
-def _dataset(recipe: RestorerRecipe, tokenizer, workdir: Path, device: str) -> dict[str, torch.Tensor]:
-    """Originals, recoloured originals, reconstructions per rate, token ids; cached in ``workdir``."""
+def _lic_config(recipe: RestorerRecipe, lic_dir: Path | None):
+    """The preset's ``image_codec`` config, its weights read from ``lic_dir`` when given (a retrained LIC)."""
     cfg = load_config(recipe.preset).image_codec
+    if lic_dir is not None:
+        cfg.weights = str(Path(lic_dir).resolve() / Path(cfg.weights).name)
+    return cfg
+
+
+def _dataset(recipe: RestorerRecipe, tokenizer, workdir: Path, device: str, cfg) -> dict[str, torch.Tensor]:
+    """Originals, recoloured originals, reconstructions per rate of the LIC ``cfg``, token ids; cached in ``workdir``."""
     cache = workdir / f"data_{recipe.train_scenes}_q{'-'.join(map(str, cfg.qualities))}{files_tag(lic_files(cfg))}.pt"
     if cache.exists():
         return torch.load(cache, weights_only=True)
@@ -188,9 +195,13 @@ def evaluate(pipe: TinyRestorerPipeline, codec: ImageCodec, seeds, guidance: flo
 
 
 def train_restorer(out_dir: Path, clip_dir: Path, workdir: Path, recipe: RestorerRecipe | None = None,
-                   device: str = "cpu") -> dict:
-    """Train (resuming from ``workdir``) and save the pipeline to ``out_dir``; returns the report."""
+                   device: str = "cpu", lic_dir: Path | None = None) -> dict:
+    """Train (resuming from ``workdir``) and save the pipeline to ``out_dir``; returns the report.
+
+    The reconstructions come from the recipe's preset's LIC, read from ``lic_dir`` when given.
+    """
     recipe = recipe or RestorerRecipe()
+    lic_cfg = _lic_config(recipe, lic_dir)
     workdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
     if device.startswith("cuda"):
@@ -209,11 +220,11 @@ def train_restorer(out_dir: Path, clip_dir: Path, workdir: Path, recipe: Restore
     sched = warmup_cosine(opt, recipe.steps, warmup=recipe.warmup / max(recipe.steps, 1))
     gen = torch.Generator().manual_seed(recipe.seed)
     # Named by the LIC and CLIP it learns from: after retraining either, a new run starts instead of resuming.
-    upstream = lic_files(load_config(recipe.preset).image_codec) + sorted(Path(clip_dir).glob("*.safetensors"))
+    upstream = lic_files(lic_cfg) + sorted(Path(clip_dir).glob("*.safetensors"))
     ckpt, parts = workdir / f"restorer{files_tag(upstream)}.pt", dict(unet=unet, ema=ema, opt=opt, sched=sched)
     start = load_checkpoint(ckpt, gen, **parts)
     t_data = time.time()
-    data = {k: v.to(device) for k, v in _dataset(recipe, tokenizer, workdir, device).items()}
+    data = {k: v.to(device) for k, v in _dataset(recipe, tokenizer, workdir, device, lic_cfg).items()}
     data_seconds = time.time() - t_data
     empty = tuple(t[0].to(device) for t in _token_ids(tokenizer, [""], recipe.max_text_tokens))
     unet.train()
@@ -244,7 +255,7 @@ def train_restorer(out_dir: Path, clip_dir: Path, workdir: Path, recipe: Restore
     export = TinyRestorerPipeline(ema.eval().cpu(), scheduler, text.cpu(), tokenizer, patch=recipe.patch,
                                   residual_scale=recipe.residual_scale, max_text_tokens=recipe.max_text_tokens)
     export.set_progress_bar_config(disable=True)
-    cfg = load_config(recipe.preset).image_codec
+    cfg = lic_cfg
     seeds = split_seeds("val", recipe.eval_scenes)
     evals = [evaluate(export, ImageCodec.from_config(cfg, q), seeds) for q in sorted(cfg.qualities)[:2]]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -274,6 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int)
     p.add_argument("--out", default=str(resolve_path("tiny/restorer")))
     p.add_argument("--clip", default=str(resolve_path("tiny/clip")))
+    p.add_argument("--lic", help="a retrained LIC's folder (default: the preset's)")
     p.add_argument("--workdir", default="outputs/tiny-zoo/restorer")
     args = p.parse_args(argv)
     if args.threads:
@@ -282,7 +294,8 @@ def main(argv: list[str] | None = None) -> None:
     for key in ("steps", "batch_size", "lr", "train_scenes", "max_minutes", "channels", "heads"):
         if getattr(args, key) is not None:
             setattr(recipe, key, tuple(getattr(args, key)) if key in ("channels", "heads") else getattr(args, key))
-    report = train_restorer(Path(args.out), Path(args.clip), Path(args.workdir), recipe, args.device)
+    report = train_restorer(Path(args.out), Path(args.clip), Path(args.workdir), recipe, args.device,
+                            Path(args.lic) if args.lic else None)
     print(json.dumps({k: report[k] for k in ("steps_done", "train_seconds_this_run", "val")}, indent=1))
 
 
