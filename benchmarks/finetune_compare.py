@@ -1,6 +1,10 @@
 """Base tiny LIC against its semantic-perceptual fine-tune at the same rate points, judged by the referee.
 
     python benchmarks/finetune_compare.py [--scenes 200] [--json out.json]
+    python benchmarks/finetune_compare.py --lic FOLDER     # the shipped base against a retrained LIC
+
+``--lic`` takes a folder that ``itc tiny-zoo --only lic --out X`` wrote (``X/lic``: weights and
+manifest) and compares the rate points it holds with the shipped ones of the same numbers.
 
 Whole ``.itc`` files (no caption) on held-out test scenes: real bpp, PSNR, the tiny CLIP's
 image-text similarity with the true caption and LPIPS-style distance (training terms of the
@@ -30,14 +34,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", type=int, default=200)
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--lic", help="a retrained LIC folder (weights + manifest.json) instead of the semantic variant")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        semantic_yaml = Path(tmp) / "semantic.yaml"
-        semantic_yaml.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {"variant": "semantic"}}))
-        semantic = ImageTextCodec.from_preset(str(semantic_yaml))
-        qualities = semantic.config.image_codec.qualities
-        rows = compare_lic_variants({"base": ImageTextCodec.from_preset("tiny"), "semantic": semantic},
+        other_yaml = Path(tmp) / "other.yaml"
+        if args.lic:
+            folder = Path(args.lic).resolve()
+            models = json.loads((folder / "manifest.json").read_text())["models"]
+            qualities = sorted(int(q) for q in models)
+            pattern = str(folder / models[str(qualities[0])]["file"]).replace(f"q{qualities[0]}.", "q{quality}.")
+            other_yaml.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {
+                "weights": pattern, "qualities": qualities, "quality": qualities[0]}}))
+            name = "retrained"
+        else:
+            other_yaml.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {"variant": "semantic"}}))
+            name = "semantic"
+        other = ImageTextCodec.from_preset(str(other_yaml))
+        qualities = other.config.image_codec.qualities
+        rows = compare_lic_variants({"base": ImageTextCodec.from_preset("tiny"), name: other},
                                     split_seeds("test", args.scenes), qualities)
     print(f"{args.scenes} held-out test scenes, whole .itc files without caption")
     print(f"{'variant':>9} {'q':>2} " + " ".join(f"{c:>16}" for c in COLUMNS))
