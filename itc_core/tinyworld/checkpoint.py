@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "files_tag", "lic_files", "add_recipe_arguments",
+__all__ = ["save_checkpoint", "load_checkpoint", "files_tag", "lic_config", "lic_files", "add_recipe_arguments",
            "recipe_from_arguments"]
 
 
@@ -48,6 +48,17 @@ def files_tag(files) -> str:
     for name, content in sorted((Path(f).name, file_digest(f)) for f in files):
         digest.update(f"{name}\0{content}\n".encode())
     return "-" + digest.hexdigest()[:12]
+
+
+def lic_config(preset: str, lic_dir: Path | None = None):
+    """The ``image_codec`` config of ``preset``, its weights read from ``lic_dir`` when given (a retrained LIC
+    that downstream stages train on)."""
+    from ..config import load_config
+
+    cfg = load_config(preset).image_codec
+    if lic_dir is not None:
+        cfg.weights = str(Path(lic_dir).resolve() / Path(cfg.weights).name)
+    return cfg
 
 
 def lic_files(lic_cfg) -> list[Path]:

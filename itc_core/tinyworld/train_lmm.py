@@ -42,8 +42,8 @@ from transformers import (AutoTokenizer, CLIPImageProcessor, CLIPModel, CLIPVisi
 from ..caption_codec import BLANK_GRAY  # the text-only context: a mid-gray image both coder ends can make
 from ..config import data_dir, load_config
 from ..image_codec import ImageCodec
-from .checkpoint import (add_recipe_arguments, files_tag, lic_files, load_checkpoint, recipe_from_arguments,
-                         save_checkpoint)
+from .checkpoint import (add_recipe_arguments, files_tag, lic_config, lic_files, load_checkpoint,
+                         recipe_from_arguments, save_checkpoint)
 from .scenes import SHAPES, batch, caption, caption_accuracy, generate_scene, split_seeds
 from .train_clip import CLIP_MEAN, CLIP_STD, pixel_tensor, warmup_cosine
 
@@ -249,9 +249,7 @@ def train_lmm(out_dir: Path, clip_dir: Path, workdir: Path, recipe: LmmRecipe | 
     model = _build_model(recipe, CLIPModel.from_pretrained(clip_dir), tokenizer)
     starts = _start_from(model, recipe)
     model.to(device)
-    lic_cfg = load_config("tiny").image_codec
-    if lic_dir is not None:
-        lic_cfg.weights = str(Path(lic_dir).resolve() / Path(lic_cfg.weights).name)
+    lic_cfg = lic_config("tiny", lic_dir)
     seeds = split_seeds("train", recipe.train_scenes)
     cache = workdir / f"scenes_{recipe.train_scenes}.npy"
     if not cache.exists():

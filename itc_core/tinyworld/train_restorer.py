@@ -33,11 +33,11 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, CLIPModel, CLIPTextModel
 
-from ..config import load_config, resolve_path
+from ..config import resolve_path
 from ..image_codec import ImageCodec
 from ..metrics import psnr
 from ..restorer import TinyRestorerPipeline
-from .checkpoint import files_tag, lic_files, load_checkpoint, save_checkpoint
+from .checkpoint import files_tag, lic_config, lic_files, load_checkpoint, save_checkpoint
 from .scenes import COLOURS, Scene, caption, generate_scene, render, split_seeds
 from .train_clip import warmup_cosine
 
@@ -124,14 +124,6 @@ def _reconstructions(codecs: list[ImageCodec], images: torch.Tensor, device: str
     return out
 
 
-def _lic_config(recipe: RestorerRecipe, lic_dir: Path | None):
-    """The preset's ``image_codec`` config, its weights read from ``lic_dir`` when given (a retrained LIC)."""
-    cfg = load_config(recipe.preset).image_codec
-    if lic_dir is not None:
-        cfg.weights = str(Path(lic_dir).resolve() / Path(cfg.weights).name)
-    return cfg
-
-
 def _dataset(recipe: RestorerRecipe, tokenizer, workdir: Path, device: str, cfg) -> dict[str, torch.Tensor]:
     """Originals, recoloured originals, reconstructions per rate of the LIC ``cfg``, token ids; cached in ``workdir``."""
     cache = workdir / f"data_{recipe.train_scenes}_q{'-'.join(map(str, cfg.qualities))}{files_tag(lic_files(cfg))}.pt"
@@ -201,7 +193,7 @@ def train_restorer(out_dir: Path, clip_dir: Path, workdir: Path, recipe: Restore
     The reconstructions come from the recipe's preset's LIC, read from ``lic_dir`` when given.
     """
     recipe = recipe or RestorerRecipe()
-    lic_cfg = _lic_config(recipe, lic_dir)
+    lic_cfg = lic_config(recipe.preset, lic_dir)
     workdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
     if device.startswith("cuda"):
