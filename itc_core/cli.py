@@ -673,7 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="restorer: training batch (default: the recipe's)")
     p.add_argument("--max-minutes", type=float, help="stop each training early after this long (reported as such)")
     p.add_argument("--compile", action="store_true", help="lic: torch.compile the training step (about 25 %% "
-                   "faster on a CPU thread, after a minute or two of compiling)")
+                   "faster on a CPU thread, after a minute or two of compiling; CPU only: on a GPU with torch "
+                   "2.11 its backward failed, and one GPU process ran 34-37 steps/s uncompiled)")
     p.add_argument("--out", help="where the models go, one folder per part (default: data/tiny)")
     p.add_argument("--workdir", default="outputs/tiny-zoo", help="checkpoints for resuming")
     p.set_defaults(func=cmd_tiny_zoo)

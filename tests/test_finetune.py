@@ -14,7 +14,7 @@ import yaml
 from safetensors.torch import load_file
 
 from itc_core.errors import ConfigError, WeightsError
-from itc_core.finetune import TinyScenes, build_loss, load_finetune_config, lr_factor, train
+from itc_core.finetune import TinyScenes, build_loss, load_finetune_config, lr_factor, read_segments, train
 from itc_core.losses import CodecLoss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +100,26 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     logged = [int(r["step"]) for r in csv.DictReader(metrics.open()) if r["split"] == "train"]
     assert logged == list(range(1, steps + 1))  # rows past the checkpoint were dropped, none twice
+
+
+def test_a_run_in_stretches_records_each_stretch(tmp_path):
+    cfg = load_finetune_config(tiny_run(tmp_path / "run", steps=6))
+    train(cfg, quiet=True, stop_after=3)  # checkpoints at 2 and 3; a kill here would lose nothing more
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the second stretch "on another machine"
+    try:
+        train(cfg, quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    segments = read_segments(tmp_path / "run")
+    assert [(s["from_step"], s["to_step"]) for s in segments] == [(0, 3), (3, 6)]
+    assert all(s["device"] == "cpu" and s["seconds"] >= 0 and s["torch"] == torch.__version__ for s in segments)
+    assert segments[1]["threads"] == 1
+    train(cfg, quiet=True)  # a finished run re-read: no new stretch
+    assert read_segments(tmp_path / "run") == segments
+    (tmp_path / "run" / "checkpoint.pt").unlink()  # start over: the old stretches are gone with their steps
+    train(cfg, quiet=True, stop_after=2)
+    assert [(s["from_step"], s["to_step"]) for s in read_segments(tmp_path / "run")] == [(0, 2)]
 
 
 def test_compiled_training_keeps_plain_checkpoints_and_resumes(tmp_path, monkeypatch):

@@ -47,6 +47,8 @@ def test_trains_exports_and_resumes(tmp_path):
     train_lic_zoo(out, work, small_recipe(steps=3), qualities=[1])
     assert torch.load(work / "q1" / "checkpoint.pt", weights_only=True)["step"] == 3
     assert torch.load(work / "q2" / "checkpoint.pt", weights_only=True)["step"] == 2
+    stretches = json.loads((out / "manifest.json").read_text())["models"]["1"]["segments"]
+    assert [(s["from_step"], s["to_step"], s["device"]) for s in stretches] == [(0, 2, "cpu"), (2, 3, "cpu")]
 
 
 def test_clip_and_lmm_recipes_train_save_and_load(tmp_path):

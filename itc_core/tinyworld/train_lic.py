@@ -27,7 +27,7 @@ import torch
 
 from ..config import _read_yaml
 from ..errors import WeightsError
-from ..finetune import RECIPE_DIR, export_lic, load_finetune_config, train
+from ..finetune import RECIPE_DIR, export_lic, load_finetune_config, read_segments, train
 from ..image_codec import ImageCodec, build_model, load_weights
 from ..metrics import psnr
 from .checkpoint import files_tag
@@ -174,7 +174,11 @@ def train_lic_zoo(out_dir: Path, workdir: Path, recipe: dict | None = None, qual
         result = train(load_finetune_config(run))
         entry = _export(run_dir, q, lmbda, run, recipe["test_scenes"], out_dir, time.time() - t0)
         entry["steps"], entry["planned_steps"] = result["steps"], result["planned_steps"]
-        entry["environment"] = {  # per rate point: points may be trained on different machines
+        segments = read_segments(run_dir)  # a resumed run's stretches may come from other machines
+        if segments:
+            entry["train_seconds"] = round(sum(s["seconds"] for s in segments), 1)
+            entry["segments"] = segments
+        entry["environment"] = {  # where this point was exported and measured (segments: where it was trained)
             "python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform(),
             "device": device or "auto", "threads": torch.get_num_threads(), "compile": compile,
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
