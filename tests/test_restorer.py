@@ -4,10 +4,12 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from itc_core.codec import ImageTextCodec
 from itc_core.config import RestorerConfig, load_config
@@ -206,3 +208,10 @@ def test_recipe_trains_exports_resumes_and_loads(tmp_path):
     assert len(list(work.glob("restorer-*.pt"))) == 2 and len(list(work.glob("data_*.pt"))) == 1
     restored = Restorer(RestorerConfig(model=str(out))).restore(sample(6)[0], sample(6)[1], steps=1)
     assert restored.size == (64, 64)
+    # A second schedule from the trained restorer (e.g. on a retrained LIC) starts at its weights, in a run of its own.
+    train_restorer(tmp_path / "second", data_dir() / "tiny" / "clip", work, replace(recipe, steps=0, init_from=str(out)))
+    first, second = (load_file(d / "unet" / "diffusion_pytorch_model.safetensors") for d in (out, tmp_path / "second"))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    with pytest.raises(ValueError, match="does not fit"):
+        train_restorer(tmp_path / "bad", data_dir() / "tiny" / "clip", work,
+                       replace(recipe, channels=(16, 16, 16), init_from=str(out)))

@@ -65,6 +65,7 @@ class RestorerRecipe:
     preset: str = "tiny"
     seed: int = 0
     max_minutes: float | None = None  # stop early (then export) after this much training time
+    init_from: str = ""  # a restorer folder of this recipe's shape to start from (a second schedule, e.g. on a new LIC)
 
 
 def recolour_scene(seed: int) -> tuple[Scene, int]:
@@ -186,6 +187,21 @@ def evaluate(pipe: TinyRestorerPipeline, codec: ImageCodec, seeds, guidance: flo
             "caption_changes_output": float((with_caption - blank).abs().mean())}
 
 
+def _start_from(unet: UNet2DConditionModel, recipe: RestorerRecipe) -> list[Path]:
+    """Load ``recipe.init_from``'s denoiser into ``unet``; returns its weight files (none without init_from)."""
+    if not recipe.init_from:
+        return []
+    folder = Path(resolve_path(recipe.init_from)) / "unet"
+    if not folder.is_dir():
+        raise ValueError(f"init_from {recipe.init_from!r} is not a restorer folder (no unet/ in it)")
+    start = UNet2DConditionModel.from_pretrained(folder, torch_dtype=torch.float32)
+    try:
+        unet.load_state_dict(start.state_dict())
+    except RuntimeError as err:
+        raise ValueError(f"init_from {recipe.init_from!r} does not fit this recipe: {str(err).splitlines()[0]}") from None
+    return sorted(folder.glob("*.safetensors"))
+
+
 def train_restorer(out_dir: Path, clip_dir: Path, workdir: Path, recipe: RestorerRecipe | None = None,
                    device: str = "cpu", lic_dir: Path | None = None) -> dict:
     """Train (resuming from ``workdir``) and save the pipeline to ``out_dir``; returns the report.
@@ -201,6 +217,7 @@ def train_restorer(out_dir: Path, clip_dir: Path, workdir: Path, recipe: Restore
         torch.backends.cudnn.allow_tf32 = True
     tokenizer, text = _text_tower(clip_dir)
     unet = build_unet(recipe, text.config.hidden_size)
+    starts = _start_from(unet, recipe)
     scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="sample",
                               clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
     pipe = TinyRestorerPipeline(unet, scheduler, text, tokenizer, patch=recipe.patch,
@@ -211,8 +228,8 @@ def train_restorer(out_dir: Path, clip_dir: Path, workdir: Path, recipe: Restore
     opt = torch.optim.AdamW(unet.parameters(), lr=recipe.lr, weight_decay=0.01)
     sched = warmup_cosine(opt, recipe.steps, warmup=recipe.warmup / max(recipe.steps, 1))
     gen = torch.Generator().manual_seed(recipe.seed)
-    # Named by the LIC and CLIP it learns from: after retraining either, a new run starts instead of resuming.
-    upstream = lic_files(lic_cfg) + sorted(Path(clip_dir).glob("*.safetensors"))
+    # Named by the LIC, CLIP (and start) it learns from: after retraining one, a new run starts instead of resuming.
+    upstream = lic_files(lic_cfg) + sorted(Path(clip_dir).glob("*.safetensors")) + starts
     ckpt, parts = workdir / f"restorer{files_tag(upstream)}.pt", dict(unet=unet, ema=ema, opt=opt, sched=sched)
     start = load_checkpoint(ckpt, gen, **parts)
     t_data = time.time()
@@ -275,6 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--channels", type=int, nargs=3, help="UNet widths at 16, 8 and 4 px (default 64 128 128)")
     p.add_argument("--heads", type=int, nargs=3, help="attention heads per level (default 2 4 4)")
     p.add_argument("--threads", type=int)
+    p.add_argument("--init-from", help="a trained restorer folder to start from (a second schedule, e.g. on a new LIC)")
     p.add_argument("--out", default=str(resolve_path("tiny/restorer")))
     p.add_argument("--clip", default=str(resolve_path("tiny/clip")))
     p.add_argument("--lic", help="a retrained LIC's folder (default: the preset's)")
@@ -283,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = RestorerRecipe()
-    for key in ("steps", "batch_size", "lr", "train_scenes", "max_minutes", "channels", "heads"):
+    for key in ("steps", "batch_size", "lr", "train_scenes", "max_minutes", "channels", "heads", "init_from"):
         if getattr(args, key) is not None:
             setattr(recipe, key, tuple(getattr(args, key)) if key in ("channels", "heads") else getattr(args, key))
     report = train_restorer(Path(args.out), Path(args.clip), Path(args.workdir), recipe, args.device,
