@@ -1,6 +1,7 @@
 """Issue 8 acceptance: what the restorer buys at the two lowest rates, judged by the referee.
 
     python benchmarks/restore_acceptance.py [--scenes 200] [--qualities Q ...] [--steps N] [--guidance G] [--json out.json]
+                                            [--preset tiny|PRESET.yaml]
 
 For held-out test scenes at the first two rate points of the preset (or ``--qualities``): the
 referee's exact-scene and per-attribute accuracy, the referee distance to the
@@ -50,10 +51,11 @@ def main() -> None:
     p.add_argument("--guidance", type=float, help="guidance (default: the preset's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", help="also write the figures to this file")
+    p.add_argument("--preset", default="tiny", help="a preset name or YAML (e.g. a retrained LIC and restorer)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    report = restoration_study(ImageTextCodec.from_preset("tiny"), Referee.load(), split_seeds("test", args.scenes),
+    report = restoration_study(ImageTextCodec.from_preset(args.preset), Referee.load(), split_seeds("test", args.scenes),
                                qualities=args.qualities, steps=args.steps, guidance=args.guidance)
     report["seconds"] = round(time.time() - t0, 1)
     print_report(report)
