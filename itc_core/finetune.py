@@ -32,8 +32,8 @@ without it, it silently starts one.
 from __future__ import annotations
 
 import copy
-import json
 import csv
+import json
 import math
 import signal
 import sys
