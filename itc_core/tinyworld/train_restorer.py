@@ -304,8 +304,11 @@ def main(argv: list[str] | None = None) -> None:
     for key in ("steps", "batch_size", "lr", "train_scenes", "max_minutes", "channels", "heads", "init_from"):
         if getattr(args, key) is not None:
             setattr(recipe, key, tuple(getattr(args, key)) if key in ("channels", "heads") else getattr(args, key))
-    report = train_restorer(Path(args.out), Path(args.clip), Path(args.workdir), recipe, args.device,
-                            Path(args.lic) if args.lic else None)
+    try:
+        report = train_restorer(Path(args.out), Path(args.clip), Path(args.workdir), recipe, args.device,
+                                Path(args.lic) if args.lic else None)
+    except ValueError as err:  # e.g. an --init-from that is not a restorer of this shape: one line, not a traceback
+        p.error(str(err))
     print(json.dumps({k: report[k] for k in ("steps_done", "train_seconds_this_run", "val")}, indent=1))
 
 
