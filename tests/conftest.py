@@ -8,13 +8,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # make test runs one worker per core:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # (kernels, CLI runs) from fighting over the cores
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
 
-from itc_core.image_codec import build_model  # noqa: E402
 
-torch.set_num_threads(1)
+def pytest_configure(config):
+    """One torch thread in every process that runs tests. The xdist controller runs none: it skips importing torch
+    (and through the fixtures below CompressAI), about 10 s before `make test` starts its workers."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
@@ -48,6 +51,12 @@ def communicate():
 
 def random_lic_preset(directory, seed: int, name: str = "custom") -> str:
     """A user YAML preset over a small random-weight mbt2018-mean saved as safetensors; returns its path."""
+    import torch
+    import yaml
+    from safetensors.torch import save_file
+
+    from itc_core.image_codec import build_model
+
     torch.manual_seed(seed)
     net = build_model("mbt2018-mean", N=16, M=24)
     net.update(force=True)
@@ -70,6 +79,7 @@ def random_preset(tmp_path):
 
 def tiny_random_lmm(directory, seed: int = 0, kind: str = "llava"):
     """A tiny random LLaVA (or LLaVA-NeXT) with the byte-level tiny tokenizer, saved with save_pretrained; returns the dir."""
+    import torch
     from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                               LlavaForConditionalGeneration, LlavaNextConfig, LlavaNextForConditionalGeneration,
                               LlavaNextImageProcessor, LlavaNextProcessor, LlavaProcessor)

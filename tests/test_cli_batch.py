@@ -47,6 +47,7 @@ def test_batch_goes_on_after_an_unreadable_input(tmp_path, scenes, capsys):
     assert "decoded 2 of 3 files" in captured.out
 
 
+@pytest.mark.slow
 def test_batch_outputs_equal_single_file_outputs(tmp_path, scenes, capsys):
     pngs = sorted(scenes.glob("*.png"))
     for png in pngs:  # one call per file, each with freshly loaded models
@@ -98,6 +99,7 @@ def test_inspect_sizes_reads_no_model(tmp_path, scenes, capsys):
     assert info["sections"]["header"] > 0 and info["sections"]["check"] > 0  # the framing is counted
 
 
+@pytest.mark.slow
 def test_light_commands_import_no_compressai(tmp_path, scenes):
     itc_file = tmp_path / "s.itc"
     assert main(["encode", str(scenes / "s0.png"), "-o", str(itc_file)]) == 0

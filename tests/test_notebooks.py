@@ -7,7 +7,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-SMALL = {"02_semantic_finetuning.ipynb": {"FINETUNE_STEPS": 3},  # per-notebook parameters that keep the suite short
+SMALL = {"01_caption_compression.ipynb": {"N_SCENES": 2, "SELECT_BEAMS": [2]},  # per-notebook parameters
+         "02_semantic_finetuning.ipynb": {"N_SCENES": 2, "FINETUNE_STEPS": 3},       # that keep the suite short
+         "03_diffusion_decoding.ipynb": {"N_SCENES": 2, "SHOW_SCENES": 1},
          "04_evaluation.ipynb": {"LIMIT": 1, "METHODS": ["lic", "ours", "jpeg"], "QUALITIES": [1, 2],
                                  "PILLOW_QUALITIES": [10, 50], "BOOT": 5, "GALLERY": 1}}
 
@@ -29,7 +31,7 @@ def test_committed_without_outputs_and_parameters_first(path):
 def test_executes_with_papermill(path, tmp_path):
     papermill = pytest.importorskip("papermill")
     out_dir = tmp_path / path.stem
-    parameters = {"OUTPUT_DIR": str(out_dir), "N_SCENES": 4, **SMALL.get(path.name, {})}
+    parameters = {"OUTPUT_DIR": str(out_dir), **SMALL.get(path.name, {})}
     papermill.execute_notebook(str(path), str(tmp_path / path.name), parameters=parameters,
                                cwd=str(path.parent), kernel_name="python3", progress_bar=False)
     metrics = json.loads((out_dir / "metrics.json").read_text())

@@ -51,6 +51,7 @@ def test_trains_exports_and_resumes(tmp_path):
     assert [(s["from_step"], s["to_step"], s["device"]) for s in stretches] == [(0, 2, "cpu"), (2, 3, "cpu")]
 
 
+@pytest.mark.slow
 def test_clip_and_lmm_recipes_train_save_and_load(tmp_path):
     from dataclasses import replace
 
