@@ -50,14 +50,6 @@ def test_quality_and_target_bpp(tmp_path, scene_png, capsys):
     assert "not both" in capsys.readouterr().err
 
 
-def test_fresh_processes_decode_identical_pngs(tmp_path, scene_png):
-    assert main(["encode", str(scene_png), "-o", str(tmp_path / "s.itc")]) == 0  # the decoders are what run fresh
-    for name in ("a.png", "b.png"):
-        done = itc("decode", tmp_path / "s.itc", "-o", tmp_path / name)
-        assert done.returncode == 0, done.stderr
-    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
-
-
 def test_not_an_image_is_one_line_without_traceback(tmp_path):
     bad = tmp_path / "photo.jpg"
     bad.write_text("this is text")

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from itc_core.cli import main
 from itc_core.errors import ConfigError, WeightsError
 from itc_core.finetune import TinyScenes, build_loss, load_finetune_config, lr_factor, read_segments, train
 from itc_core.losses import CodecLoss
@@ -72,6 +74,7 @@ def _cli(config: Path, env_extra=None) -> subprocess.Popen:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     steps = 40
     cfgs = {}
@@ -79,8 +82,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
         cfgs[name] = tmp_path / f"{name}.yaml"
         cfgs[name].write_text(yaml.safe_dump(tiny_run(tmp_path / name, steps=steps, checkpoint_every=1000,
                                                       val_every=1000)))
-    straight = _cli(cfgs["straight"])
-    killed = _cli(cfgs["killed"])
+    killed = _cli(cfgs["killed"])  # a user's `itc finetune` in its own process, stopped as a scheduler would
     metrics = tmp_path / "killed" / "metrics.csv"
     deadline = time.time() + 120
     while time.time() < deadline and killed.poll() is None:
@@ -92,9 +94,9 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert killed.returncode == 2 and "rerun the same command to resume" in err, err
     stopped_at = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["step"]
     assert 0 < stopped_at < steps
-    resumed = _cli(cfgs["killed"])
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
-    assert straight.wait(timeout=300) == 0, straight.stderr.read()
+    assert torch.get_num_threads() == 1  # as in the killed process: the rerun and the straight run go on here
+    assert main(["finetune", "--config", str(cfgs["killed"])]) == 0
+    assert main(["finetune", "--config", str(cfgs["straight"])]) == 0
     a = load_file(tmp_path / "straight" / "final.safetensors")
     b = load_file(tmp_path / "killed" / "final.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -168,13 +170,22 @@ def test_missing_semantic_weights_raise_naming_them(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="accelerate's CPU multi-process launch")
+@pytest.mark.slow
 def test_accelerate_two_cpu_processes_run_one_short_epoch(tmp_path, main_process_port, communicate):
+    """``accelerate launch --cpu --num_processes 2``: accelerate 1.15 starts the two processes through mpirun
+    (the ``mpich`` wheel's) and a hostfile; without one it would start ONE process. test_evalrun launches
+    ``--multi_gpu`` (torchrun, gloo), the other way to run several CPU processes."""
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml.safe_dump(tiny_run(tmp_path / "ddp", steps=4, val_every=4)))
-    accelerate = Path(sys.executable).with_name("accelerate")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    # --multi_gpu runs torchrun (gloo) here; accelerate 1.15's --cpu would start ONE process without mpirun.
-    proc = subprocess.Popen([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+    bin_dir = Path(sys.executable).parent
+    path = os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")])  # accelerate runs `mpirun` by name
+    if not shutil.which("mpirun", path=path):
+        pytest.skip("accelerate launch --cpu --num_processes 2 launches through mpirun, which is not installed")
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("localhost\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "PATH": path}
+    proc = subprocess.Popen([str(bin_dir / "accelerate"), "launch", "--cpu", "--num_processes", "2",
+                             "--mpirun_hostfile", str(hostfile), "--num_machines", "1",
                              "--main_process_port", main_process_port, "--mixed_precision", "no",
                              "--dynamo_backend", "no", "-m", "itc_core.cli", "finetune", "--config", str(cfg)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)

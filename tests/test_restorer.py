@@ -152,13 +152,15 @@ def _itc(*args):
     return subprocess.run([sys.executable, "-m", "itc_core.cli", *map(str, args)], capture_output=True, text=True, env=env)
 
 
+@pytest.mark.slow
 def test_cli_decode_restores_with_flags_and_same_seed_gives_same_bytes_in_a_fresh_process(tmp_path, capsys):
-    """The shipped tiny restorer: in-process decode and a fresh `itc decode` agree byte for byte."""
+    """The shipped tiny world end to end (the LMM's caption coded by ``lmm-ac``, the restorer): a fresh `itc decode`
+    and this long-lived process (models loaded, random streams drawn by other tests) agree byte for byte."""
     from itc_core.cli import main
 
-    image, text = sample(2_000_025)
+    image, _ = sample(2_000_025)
     codec = ImageTextCodec.from_preset("tiny")
-    (tmp_path / "s.itc").write_bytes(codec.encode(image, caption=text, method="utf8").data)
+    (tmp_path / "s.itc").write_bytes(codec.encode(image).data)
     done = _itc("decode", tmp_path / "s.itc", "-o", tmp_path / "a.png", "--seed", "7", "--steps", "2", "--guidance", "2")
     assert done.returncode == 0, done.stderr
     here = codec.decode((tmp_path / "s.itc").read_bytes(), seed=7, steps=2, guidance=2.0)
@@ -175,6 +177,7 @@ def test_cli_decode_restores_with_flags_and_same_seed_gives_same_bytes_in_a_fres
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.slow
 def test_recipe_trains_exports_resumes_and_loads(tmp_path):
     from itc_core.config import data_dir
     from itc_core.tinyworld import generate_scene
