@@ -511,6 +511,12 @@ def _misc_points(text: str) -> tuple[tuple[int, int], ...]:
 _WORLD_VARIABLES = ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")  # torchrun, MPI
 
 
+def _launched_processes(environ=os.environ) -> int:
+    """How many processes the launcher started, from its environment: torchrun's, Open MPI's, MPICH's (the
+    ``mpich`` wheel's ``mpirun``) or MVAPICH's variable; 1 when none is set."""
+    return max(int(environ.get(v, "1") or 1) for v in _WORLD_VARIABLES)
+
+
 def _distributed():
     """(rank, world, barrier) when started as several processes (``accelerate launch``), else (0, 1, None).
 
@@ -518,7 +524,7 @@ def _distributed():
     ``PartialState(cpu=True)`` serves both its torchrun launcher (``--multi_gpu``, also on a machine
     without GPUs) and its MPI one (``--cpu --num_processes N``, which needs mpirun and a hostfile).
     """
-    if max(int(os.environ.get(v, "1") or 1) for v in _WORLD_VARIABLES) <= 1:
+    if _launched_processes() <= 1:
         return 0, 1, None
     from accelerate import PartialState
 

@@ -18,24 +18,24 @@ from itc_core.errors import ItcError
 from itc_core.evalrun import EvalSettings, misc_decode, misc_encode, read_rows, run_eval
 from itc_core.tinyworld import sample
 
-# Cheap but real: two scenes, the LIC alone and with caption + restorer, JPEG; two rate points each.
-SMALL = ["--limit", "2", "--methods", "lic,ours,jpeg", "--qualities", "1,2", "--pillow-qualities", "10,50",
-         "--boot", "20", "--quiet"]
+# Cheap but real: two scenes, the LIC alone and with caption + restorer (itc_eval's default methods), JPEG; two
+# rate points each.
+SMALL = ["--limit", "2", "--qualities", "1,2", "--pillow-qualities", "10,50", "--boot", "20", "--quiet"]
 SMALL_ROWS = 2 * 3 * 2
 
 
-def small_settings(**kw):
-    return EvalSettings(limit=2, methods=("lic", "ours", "jpeg"), qualities=(1, 2), pillow_qualities=(10, 50),
-                        boot=20, **kw)
+def small_settings(methods=("lic", "ours", "jpeg"), **kw):
+    return EvalSettings(limit=2, methods=methods, qualities=(1, 2), pillow_qualities=(10, 50), boot=20, **kw)
 
 
 VENV_BIN = Path(sys.executable).parent
 
 
-def itc_eval(out, *extra, launcher=()):
+def itc_eval(out, *extra, launcher=(), methods="lic,ours,jpeg"):
     # The environment's own bin/ first: accelerate runs `mpirun` by name (the `mpich` wheel puts it there).
     env = dict(os.environ, OMP_NUM_THREADS="1", PATH=os.pathsep.join([str(VENV_BIN), os.environ.get("PATH", "")]))
-    cmd = [sys.executable, *launcher, "-m", "itc_core.cli", "eval", *SMALL, "--out", str(out), *extra]
+    cmd = [sys.executable, *launcher, "-m", "itc_core.cli", "eval", *SMALL, "--methods", methods, "--out", str(out),
+           *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
 
@@ -47,6 +47,16 @@ def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
     summary = run_eval(small_settings(), out, progress=False)
     assert summary["images"] == 2 and list(summary["means"]) == ["lic", "ours", "jpeg"]
+    return (out / "summary.json").read_text(), (out / "results.jsonl").read_text(), out
+
+
+@pytest.fixture(scope="module")
+def image_only_reference(tmp_path_factory):
+    """As ``reference``, without ``ours``: the sharding tests' yardstick. Sharding decides only which process codes
+    which image, and the kill/resume tests already hold ``ours`` to the same rows in a fresh process; leaving out
+    the LMM and the restorer here saves each launched process a third of its time."""
+    out = tmp_path_factory.mktemp("reference-image-only")
+    run_eval(small_settings(methods=("lic", "jpeg")), out, progress=False)
     return (out / "summary.json").read_text(), (out / "results.jsonl").read_text(), out
 
 
@@ -88,6 +98,7 @@ def test_resume_after_a_torn_last_line_equals_the_uninterrupted_run(tmp_path, re
     assert (out / "results.jsonl").read_text() == reference[1]
 
 
+@pytest.mark.slow
 def test_killed_three_times_then_resumed_equals_the_uninterrupted_run(tmp_path, reference):
     out = tmp_path / "run"
     rng = random.Random(10)
@@ -112,32 +123,35 @@ def test_killed_three_times_then_resumed_equals_the_uninterrupted_run(tmp_path, 
     assert (out / "results.jsonl").read_text() == reference[1]
 
 
-@pytest.mark.parametrize("launcher", ["torchrun", "mpi"])
-def test_accelerate_two_processes_equal_one(tmp_path, reference, launcher, main_process_port, communicate):
+@pytest.mark.slow
+def test_accelerate_two_processes_equal_one(tmp_path, image_only_reference, main_process_port, communicate):
     """``accelerate launch`` with 2 processes writes what one process writes.
 
     accelerate 1.15 starts several CPU processes in two ways: ``--multi_gpu`` (torchrun; it works without
-    GPUs, the processes meet over gloo) and ``--cpu --num_processes N``, which launches through mpirun
-    and a hostfile; without MPI, ``--cpu`` starts one process that runs everything.
+    GPUs, the processes meet over gloo), run here, and ``--cpu --num_processes N``, which launches through
+    mpirun and a hostfile (without MPI, ``--cpu`` starts one process that runs everything). The MPI launch
+    runs in test_finetune (the same accelerate state under mpirun); how ``itc eval`` knows it was launched
+    several times, under either, is ``test_launched_processes_are_read_from_torchrun_or_mpi``.
     """
     pytest.importorskip("accelerate")
-    if launcher == "torchrun":
-        flags = ["--multi_gpu", "--num_processes", "2"]
-    else:
-        if not shutil.which("mpirun", path=os.pathsep.join([str(VENV_BIN), os.environ.get("PATH", "")])):
-            pytest.skip("accelerate launch --cpu --num_processes 2 launches through mpirun, which is not installed")
-        hostfile = tmp_path / "hostfile"
-        hostfile.write_text("localhost\n")  # plain host names: both MPICH (host:n) and Open MPI (slots=n) read it
-        flags = ["--cpu", "--num_processes", "2", "--mpirun_hostfile", str(hostfile)]
+    flags = ["--multi_gpu", "--num_processes", "2", "--main_process_port", main_process_port]
     out = tmp_path / "run"
-    flags += ["--main_process_port", main_process_port]
-    proc = itc_eval(out, launcher=("-m", "accelerate.commands.launch", *flags))
+    proc = itc_eval(out, launcher=("-m", "accelerate.commands.launch", *flags), methods="lic,jpeg")
     stdout, stderr = communicate(proc, 300)
     assert proc.returncode == 0, stderr[-2000:]
     assert "(2 processes)" in stdout
-    assert (out / "summary.json").read_text() == reference[0]
-    assert (out / "results.jsonl").read_text() == reference[1]
+    assert (out / "summary.json").read_text() == image_only_reference[0]
+    assert (out / "results.jsonl").read_text() == image_only_reference[1]
     assert not list(out.glob("results.rank*"))
+
+
+def test_launched_processes_are_read_from_torchrun_or_mpi():
+    from itc_core.cli import _launched_processes
+
+    assert _launched_processes({}) == 1
+    assert _launched_processes({"WORLD_SIZE": "2"}) == 2  # torchrun (accelerate --multi_gpu)
+    assert _launched_processes({"PMI_SIZE": "3"}) == 3  # MPICH's mpirun (accelerate --cpu, the mpich wheel)
+    assert _launched_processes({"OMPI_COMM_WORLD_SIZE": "2", "WORLD_SIZE": ""}) == 2  # Open MPI
 
 
 def test_unknown_method_and_dataset_are_one_line_errors(tmp_path, capsys):
