@@ -266,7 +266,8 @@ def train_restorer(out_dir: Path, clip_dir: Path, workdir: Path, recipe: Restore
     export.set_progress_bar_config(disable=True)
     cfg = lic_cfg
     seeds = split_seeds("val", recipe.eval_scenes)
-    evals = [evaluate(export, ImageCodec.from_config(cfg, q), seeds) for q in sorted(cfg.qualities)[:2]]
+    codecs = {q: ImageCodec.from_config(cfg, q) for q in cfg.qualities}
+    evals = [evaluate(export, codecs[q], seeds) for q in sorted(cfg.qualities)[:2]]
     out_dir.mkdir(parents=True, exist_ok=True)
     export.unet.to(torch.float16)  # shipped in half precision (half the bytes); loaded back as float32
     export.save_pretrained(out_dir)
@@ -274,7 +275,7 @@ def train_restorer(out_dir: Path, clip_dir: Path, workdir: Path, recipe: Restore
               "steps_done": final_step, "train_seconds_this_run": round(seconds, 1),
               "data_seconds": round(data_seconds, 1), "threads": torch.get_num_threads(),
               "loss_last_100_steps": float(np.mean(losses[-10:])) if losses else None,
-              "lic": {q: ImageCodec.from_config(cfg, q).fingerprint[:12] for q in cfg.qualities},
+              "lic": {q: codec.fingerprint[:12] for q, codec in codecs.items()},
               "val": evals, "command": "itc tiny-zoo --only restorer"}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
