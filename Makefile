@@ -47,7 +47,7 @@ demo: $(STAMP)
 	@echo "Executed notebooks and figures are in outputs/"
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 $(BROWSER_STAMP): tests/browser/requirements.txt
 	@test -x $(BROWSER_VENV)/bin/python || $(PYTHON) -m venv $(BROWSER_VENV)
