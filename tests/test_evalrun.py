@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -28,12 +27,8 @@ def small_settings(methods=("lic", "ours", "jpeg"), **kw):
     return EvalSettings(limit=2, methods=methods, qualities=(1, 2), pillow_qualities=(10, 50), boot=20, **kw)
 
 
-VENV_BIN = Path(sys.executable).parent
-
-
 def itc_eval(out, *extra, launcher=(), methods="lic,ours,jpeg"):
-    # The environment's own bin/ first: accelerate runs `mpirun` by name (the `mpich` wheel puts it there).
-    env = dict(os.environ, OMP_NUM_THREADS="1", PATH=os.pathsep.join([str(VENV_BIN), os.environ.get("PATH", "")]))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, *launcher, "-m", "itc_core.cli", "eval", *SMALL, "--methods", methods, "--out", str(out),
            *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,

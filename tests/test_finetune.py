@@ -182,7 +182,7 @@ def test_accelerate_two_cpu_processes_run_one_short_epoch(tmp_path, main_process
     if not shutil.which("mpirun", path=path):
         pytest.skip("accelerate launch --cpu --num_processes 2 launches through mpirun, which is not installed")
     hostfile = tmp_path / "hostfile"
-    hostfile.write_text("localhost\n")
+    hostfile.write_text("localhost\n")  # plain host names: both MPICH (host:n) and Open MPI (slots=n) read it
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "PATH": path}
     proc = subprocess.Popen([str(bin_dir / "accelerate"), "launch", "--cpu", "--num_processes", "2",
                              "--mpirun_hostfile", str(hostfile), "--num_machines", "1",
