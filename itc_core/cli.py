@@ -420,7 +420,7 @@ def cmd_tiny_zoo(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    root = Path(args.out) if args.out else data_dir() / "tiny"
+    root = Path(args.out).resolve() if args.out else data_dir() / "tiny"  # run configs read relative paths from data/
     work = Path(args.workdir)
     if args.only in (None, "lic"):
         recipe = load_lic_recipe(overrides={"train": {"steps": args.steps}} if args.steps is not None else None)

@@ -65,6 +65,7 @@ class ModelSpec:
     pretrained: bool = False
     metric: str = "mse"
     init: str | None = None  # a safetensors or weights_only checkpoint to start from
+    widen: bool = False  # init may have fewer latent channels M than this model (mbt2018-mean): widen_latents
 
 
 @dataclass
@@ -260,7 +261,7 @@ def build_codec_model(spec: ModelSpec) -> torch.nn.Module:
     if spec.init:
         from .config import resolve_path
 
-        load_weights(net, resolve_path(spec.init))
+        load_weights(net, resolve_path(spec.init), widen=spec.widen)
     return net
 
 

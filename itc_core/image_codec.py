@@ -35,7 +35,7 @@ from .errors import ConfigError, WeightsError
 from .rangecoder import StreamDecoder, StreamEncoder
 
 __all__ = ["ImageCodec", "LicPayload", "build_model", "load_weights", "state_fingerprint", "strip_gaussian_tables",
-           "ARCHITECTURES"]
+           "widen_latents", "ARCHITECTURES"]
 
 ARCHITECTURES = tuple(model_architectures)
 PAD_MULTIPLE = 64  # total stride of g_a (16) times h_a (4) in every zoo hyperprior model
@@ -157,14 +157,70 @@ def _rebuild_gaussian_tables(state: dict[str, torch.Tensor], metadata: dict[str,
     return state
 
 
-def load_weights(net: torch.nn.Module, path: str | Path) -> None:
-    """Load a safetensors or ``torch.load(weights_only=True)`` checkpoint into ``net``; wrong weights raise WeightsError."""
+def load_weights(net: torch.nn.Module, path: str | Path, widen: bool = False) -> None:
+    """Load a safetensors or ``torch.load(weights_only=True)`` checkpoint into ``net``; wrong weights raise WeightsError.
+
+    ``widen``: the checkpoint may have fewer latent channels (M) than ``net`` (see :func:`widen_latents`).
+    """
     state = _read_state_dict(Path(path))
+    if widen:
+        state = widen_latents(net, state, path)
     try:
         net.load_state_dict(state)
     except RuntimeError as err:
         first = str(err).strip().splitlines()
         raise WeightsError(f"{path}: weights do not fit {type(net).__name__} ({first[1].strip() if len(first) > 1 else first[0]})") from None
+
+
+def widen_latents(net: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path = "checkpoint") -> dict:
+    """``state``, a mbt2018-mean with fewer latent channels M than ``net``, laid out for ``net`` (Net2Net-style).
+
+    The old weights fill the leading slices. The new latent channels are made by ``net``'s fresh initial
+    weights scaled down (the analysis transform's last layer), predicted as zero-mean with the smallest
+    scale (the hyper-synthesis outputs), and read with zeros (the synthesis transform's and the
+    hyper-analysis's first layers, the hyper-synthesis's inner layers): the widened model reconstructs
+    exactly as the narrow one, codes the same hyper-latents and spends next to no bits on the new
+    channels until training gives them a use. A rate point that the
+    narrow model cannot reach (its rate saturates as λ grows) starts from the best narrow point this way.
+    """
+    from compressai.models import MeanScaleHyperprior
+
+    if type(net) is not MeanScaleHyperprior:
+        raise WeightsError(f"{source}: widening the latents is implemented for mbt2018-mean, not {type(net).__name__}")
+    fresh = net.state_dict()
+    old_m, new_m = state["g_a.6.weight"].shape[0] if "g_a.6.weight" in state else None, net.M
+    if old_m is None or old_m > new_m or state["g_a.6.weight"].shape[1:] != fresh["g_a.6.weight"].shape[1:]:
+        raise WeightsError(f"{source}: cannot widen to M={new_m}, N={net.N}: the checkpoint is not a mbt2018-mean "
+                           "of the same N with at most as many latent channels")
+    reads = {"g_s.0": 0, "h_a.0": 1, "h_s.2": 0, "h_s.4": 1}  # layer: its weight's input dim (ConvTranspose: 0)
+    out = {}
+    for key, new in fresh.items():
+        old = state.get(key)
+        if old is None or old.shape == new.shape or not key.startswith(("g_a.6.", "g_s.0.", "h_a.0.", "h_s.")):
+            out[key] = old if old is not None else new  # (the entropy models' tables: sized when loaded)
+            continue
+        if old.dim() != new.dim() or any(o > n for o, n in zip(old.shape, new.shape)):
+            raise WeightsError(f"{source}: {key} has shape {tuple(old.shape)}, which does not widen to {tuple(new.shape)}")
+        wide = new.clone().to(old.dtype)
+        if key.startswith("h_s.4."):  # (scales, means) of M channels each, chunked along dim 0
+            rest = tuple(slice(0, n) for n in old.shape[1:])
+            wide[(slice(0, old_m),) + rest], wide[(slice(new_m, new_m + old_m),) + rest] = old[:old_m], old[old_m:]
+        else:
+            wide[tuple(slice(0, n) for n in old.shape)] = old
+        dim = reads.get(key.rsplit(".", 1)[0])
+        if key.endswith(".weight") and dim is not None:
+            index = [slice(None)] * wide.dim()
+            index[dim] = slice(old.shape[dim], None)
+            wide[tuple(index)] = 0
+        out[key] = wide
+    # The new channels start nearly silent: small analysis weights, and a hyper-synthesis that predicts them
+    # as zero-mean with the smallest scale, so they cost next to no bits until training gives them a use.
+    for key in ("g_a.6.weight", "g_a.6.bias"):
+        out[key][old_m:] *= 0.02
+    for key in ("h_s.4.weight", "h_s.4.bias"):
+        out[key][old_m:new_m] = 0
+        out[key][new_m + old_m:] = 0
+    return out
 
 
 def state_fingerprint(net: torch.nn.Module) -> str:

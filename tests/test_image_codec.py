@@ -100,6 +100,26 @@ def test_bad_weights_give_one_clear_error(tmp_path):
         load_weights(net, tmp_path / "wider.safetensors")
 
 
+def test_widened_latents_reconstruct_as_the_narrow_model_and_cost_the_same():
+    from itc_core.image_codec import widen_latents
+
+    torch.manual_seed(0)
+    narrow = ImageCodec.from_config(load_config("tiny").image_codec, quality=3).net  # trained: its latents cost bits
+    wide = build_model("mbt2018-mean", N=64, M=112)
+    wide.load_state_dict(widen_latents(wide, narrow.state_dict()))
+    x = scenes(2)
+    with torch.no_grad():
+        a, b = narrow(x), wide.eval()(x)
+    assert torch.equal(a["x_hat"], b["x_hat"])
+    bits = [float(-r["likelihoods"]["y"].log2().sum()) for r in (a, b)]
+    assert bits[1] == pytest.approx(bits[0], rel=1e-3)
+    assert torch.equal(a["likelihoods"]["z"], b["likelihoods"]["z"])
+    with pytest.raises(WeightsError, match="cannot widen to M=96, N=64"):
+        widen_latents(narrow.eval(), wide.state_dict())
+    with pytest.raises(WeightsError, match="implemented for mbt2018-mean"):
+        widen_latents(build_model("bmshj2018-hyperprior", N=64, M=112), narrow.state_dict())
+
+
 def test_pickled_code_is_never_executed(tmp_path):
     class Boom:
         def __reduce__(self):

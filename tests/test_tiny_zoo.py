@@ -46,7 +46,7 @@ def test_trains_exports_and_resumes(tmp_path):
     assert torch.load(work / "q1" / "checkpoint.pt", weights_only=True)["step"] == 2
     train_lic_zoo(out, work, small_recipe(steps=3), qualities=[1])
     assert torch.load(work / "q1" / "checkpoint.pt", weights_only=True)["step"] == 3
-    assert torch.load(work / "q2" / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert torch.load(work / "q2-M32" / "checkpoint.pt", weights_only=True)["step"] == 2  # named by its widths
     stretches = json.loads((out / "manifest.json").read_text())["models"]["1"]["segments"]
     assert [(s["from_step"], s["to_step"], s["device"]) for s in stretches] == [(0, 2, "cpu"), (2, 3, "cpu")]
 
@@ -174,7 +174,11 @@ def test_recipe_rate_points_may_carry_their_own_widths(tmp_path):
     path.write_text(yaml.safe_dump(values))
     recipe = load_lic_recipe(path=path, overrides={"train": {"steps": 3}})  # --steps shortens every schedule
     assert recipe["starts"][11] == 1 and recipe["train"][11] == {"steps": 3, "lr": 1e-4}
-    for bad in ({"lambda": 2.0, "from": 12}, {"lambda": 2.0, "from": 1, "M": 192}):  # not lower; other widths
+    values["rate_points"][11] = {"lambda": 2.0, "from": 1, "M": 192}  # wider latents than its start: widened
+    path.write_text(yaml.safe_dump(values))
+    assert load_lic_recipe(path=path)["sizes"][11] == {"M": 192}
+    for bad in ({"lambda": 2.0, "from": 12}, {"lambda": 2.0, "from": 1, "M": 64}, {"lambda": 2.0, "from": 1, "N": 32}):
+        # not lower; fewer latent channels; another N
         values["rate_points"][11] = bad
         path.write_text(yaml.safe_dump(values))
         with pytest.raises(ValueError, match="rate point 11 starts from"):
@@ -197,6 +201,14 @@ def test_a_rate_point_fine_tuned_from_a_lower_one(tmp_path):
     low, high = load_file(out / "mbt2018-mean-q1.safetensors"), load_file(out / "mbt2018-mean-q3.safetensors")
     weight = "g_a.0.weight"
     assert torch.allclose(low[weight].float(), high[weight].float(), atol=1e-2)  # one tiny step away from q1
+
+    # A point with more latent channels than the one it starts from begins as a widened copy of it.
+    recipe.update(rate_points={1: 0.001, 3: 0.2, 4: 0.3}, sizes={4: {"M": 32}}, starts={3: 1, 4: 1},
+                  train={3: {"steps": 1, "lr": 1e-6}, 4: {"steps": 1, "lr": 1e-6}})
+    manifest = train_lic_zoo(out, work, recipe, qualities=[4])
+    wide = load_file(out / "mbt2018-mean-q4.safetensors")
+    assert manifest["models"]["4"]["M"] == 32 and wide["g_a.6.weight"].shape[0] == 32
+    assert torch.allclose(low["g_a.6.weight"].float(), wide["g_a.6.weight"][:24].float(), atol=1e-2)
 
     # q1 retrained (one more step): q3 starts again from it instead of re-exporting the run from the old q1 ...
     recipe["run"]["train"]["steps"] += 1

@@ -3,6 +3,7 @@ and the ``python -m`` entry points' recipe flags."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -58,6 +59,12 @@ def lic_config(preset: str, lic_dir: Path | None = None):
     cfg = load_config(preset).image_codec
     if lic_dir is not None:
         cfg.weights = str(Path(lic_dir).resolve() / Path(cfg.weights).name)
+        manifest = Path(lic_dir) / "manifest.json"
+        for q, entry in (json.loads(manifest.read_text())["models"].items() if manifest.is_file() else ()):
+            preset = dict(zip(("N", "M"), cfg.size(int(q))))
+            own = {k: entry[k] for k in ("N", "M") if entry.get(k) is not None and entry[k] != preset[k]}
+            if own:  # a retrained point's own widths (e.g. a top point with more latent channels)
+                cfg.sizes = {**cfg.sizes, int(q): {**cfg.sizes.get(int(q), {}), **own}}
     return cfg
 
 

@@ -38,6 +38,16 @@ __all__ = ["load_lic_recipe", "train_lic_zoo", "train_semantic_zoo", "semantic_r
 RECIPE = RECIPE_DIR / "tiny-lic.yaml"
 
 
+def _widths(run: dict, sizes: dict, quality: int) -> dict:
+    """Rate point ``quality``'s N and M: its own ``sizes`` over the run's model."""
+    return {**{k: run.get("model", {}).get(k) for k in ("N", "M")}, **sizes.get(quality, {})}
+
+
+def _widens(source: dict, target: dict) -> bool:
+    """Whether weights of widths ``source`` can start a model of widths ``target`` (same N, M kept or widened)."""
+    return source["N"] == target["N"] and (source["M"] or 0) <= (target["M"] or 0)
+
+
 def load_lic_recipe(overrides: dict | None = None, path: str | Path = RECIPE) -> dict:
     """The zoo recipe: ``run`` (a finetune config dict), ``rate_points`` {quality: λ}, ``sizes`` {quality: {N, M}}
     for rate points whose widths differ from ``run.model``'s, ``starts`` {quality: quality it starts from} and
@@ -60,9 +70,10 @@ def load_lic_recipe(overrides: dict | None = None, path: str | Path = RECIPE) ->
             point = point["lambda"]
         rate_points[int(q)] = float(point)
     for q, source in starts.items():
-        if source not in rate_points or source >= q or sizes.get(source) != sizes.get(q):
+        if source not in rate_points or source >= q or not _widens(_widths(values, sizes, source),
+                                                                  _widths(values, sizes, q)):
             raise ValueError(f"{path}: rate point {q} starts from {source}, which must be a lower rate point "
-                             "of the same widths")
+                             "of the same N and at most as many latent channels M")
     test_scenes = int(values.pop("test_scenes", 100))
     recipe = {"run": values, "rate_points": rate_points, "sizes": sizes, "starts": starts, "train": trains,
               "test_scenes": test_scenes}
@@ -157,14 +168,18 @@ def train_lic_zoo(out_dir: Path, workdir: Path, recipe: dict | None = None, qual
     manifest_path = out_dir / "manifest.json"
     for q in qualities:
         lmbda = recipe["rate_points"][q]
-        run_dir = workdir / f"q{q}"
+        widths = "".join(f"-{k}{v}" for k, v in sorted(recipe.get("sizes", {}).get(q, {}).items()))
+        run_dir = workdir / f"q{q}{widths}"  # a point's own widths name its run: other widths start afresh
         run = dict(recipe["run"], model={**recipe["run"]["model"], **recipe.get("sizes", {}).get(q, {})},
                    loss={**recipe["run"].get("loss", {}), "lmbda": lmbda},
                    train={**recipe["run"].get("train", {}), **recipe.get("train", {}).get(q, {})})
         if q in recipe.get("starts", {}):
             start = _shipped_file(out_dir, recipe["starts"][q], q).resolve()
             run["model"]["init"] = str(start)
-            run_dir = workdir / f"q{q}{files_tag([start])}"  # a retrained point below starts this one afresh
+            source = _widths(recipe["run"], recipe.get("sizes", {}), recipe["starts"][q])
+            if source != _widths(recipe["run"], recipe.get("sizes", {}), q):
+                run["model"]["widen"] = True  # more latent channels than the point below (widen_latents)
+            run_dir = workdir / f"q{q}{widths}{files_tag([start])}"  # a retrained point below starts it afresh
         run["out_dir"] = str(run_dir)
         if device or max_minutes or compile:
             run["train"] = {**run.get("train", {}), **({"device": device} if device else {}),
