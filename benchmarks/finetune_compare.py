@@ -1,7 +1,7 @@
 """Base tiny LIC against its semantic-perceptual fine-tune at the same rate points, judged by the referee.
 
     python benchmarks/finetune_compare.py [--scenes 200] [--json out.json]
-    python benchmarks/finetune_compare.py --lic FOLDER     # the shipped base against a retrained LIC
+    python benchmarks/finetune_compare.py --lic FOLDER [--qualities Q ...]   # the shipped base against a retrained LIC
 
 ``--lic`` takes a folder that ``itc tiny-zoo --only lic --out X`` wrote (``X/lic``: weights and
 manifest) and compares the rate points it holds with the shipped ones of the same numbers.
@@ -25,6 +25,7 @@ import yaml
 from itc_core.codec import ImageTextCodec
 from itc_core.finetune import compare_lic_variants
 from itc_core.tinyworld import split_seeds
+from itc_core.tinyworld.checkpoint import lic_config
 
 COLUMNS = ("bpp", "psnr_db", "clip_i2t", "lpips_clip", "referee_distance", "referee_exact", "referee_shape",
            "referee_colour")
@@ -34,6 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", type=int, default=200)
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--qualities", type=int, nargs="+", help="rate points to compare (default: all of them)")
     parser.add_argument("--lic", help="a retrained LIC folder (weights + manifest.json) instead of the semantic variant")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -43,15 +45,15 @@ def main() -> None:
             folder = Path(args.lic).resolve()
             models = json.loads((folder / "manifest.json").read_text())["models"]
             qualities = sorted(int(q) for q in models)
-            pattern = str(folder / models[str(qualities[0])]["file"]).replace(f"q{qualities[0]}.", "q{quality}.")
+            lic = lic_config("tiny", folder)  # the folder's weights, and its points' own widths from the manifest
             other_yaml.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {
-                "weights": pattern, "qualities": qualities, "quality": qualities[0]}}))
+                "weights": lic.weights, "sizes": lic.sizes, "qualities": qualities, "quality": qualities[0]}}))
             name = "retrained"
         else:
             other_yaml.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {"variant": "semantic"}}))
             name = "semantic"
         other = ImageTextCodec.from_preset(str(other_yaml))
-        qualities = other.config.image_codec.qualities
+        qualities = args.qualities or other.config.image_codec.qualities
         rows = compare_lic_variants({"base": ImageTextCodec.from_preset("tiny"), name: other},
                                     split_seeds("test", args.scenes), qualities)
     print(f"{args.scenes} held-out test scenes, whole .itc files without caption")

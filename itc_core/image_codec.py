@@ -180,8 +180,8 @@ def widen_latents(net: torch.nn.Module, state: dict[str, torch.Tensor], source: 
     scale (the hyper-synthesis outputs), and read with zeros (the synthesis transform's and the
     hyper-analysis's first layers, the hyper-synthesis's inner layers): the widened model reconstructs
     exactly as the narrow one, codes the same hyper-latents and spends next to no bits on the new
-    channels until training gives them a use. A rate point that the
-    narrow model cannot reach (its rate saturates as λ grows) starts from the best narrow point this way.
+    channels until training gives them a use. A rate point that the narrow model cannot reach (its rate
+    saturates as λ grows) starts from the best narrow point this way.
     """
     from compressai.models import MeanScaleHyperprior
 
@@ -196,8 +196,10 @@ def widen_latents(net: torch.nn.Module, state: dict[str, torch.Tensor], source: 
     out = {}
     for key, new in fresh.items():
         old = state.get(key)
-        if old is None or old.shape == new.shape or not key.startswith(("g_a.6.", "g_s.0.", "h_a.0.", "h_s.")):
-            out[key] = old if old is not None else new  # (the entropy models' tables: sized when loaded)
+        if old is None:
+            continue  # load_state_dict names what is missing
+        if old.shape == new.shape or not key.startswith(("g_a.6.", "g_s.0.", "h_a.0.", "h_s.")):
+            out[key] = old  # (the entropy models' tables are sized when loaded)
             continue
         if old.dim() != new.dim() or any(o > n for o, n in zip(old.shape, new.shape)):
             raise WeightsError(f"{source}: {key} has shape {tuple(old.shape)}, which does not widen to {tuple(new.shape)}")
@@ -213,6 +215,7 @@ def widen_latents(net: torch.nn.Module, state: dict[str, torch.Tensor], source: 
             index[dim] = slice(old.shape[dim], None)
             wide[tuple(index)] = 0
         out[key] = wide
+    out.update({k: v for k, v in state.items() if k not in fresh})  # load_state_dict names what is unexpected
     # The new channels start nearly silent: small analysis weights, and a hyper-synthesis that predicts them
     # as zero-mean with the smallest scale, so they cost next to no bits until training gives them a use.
     for key in ("g_a.6.weight", "g_a.6.bias"):
