@@ -264,3 +264,26 @@ def test_recipe_flags_read_booleans_tuples_and_optional_numbers():
     assert parse(LmmRecipe, "--no-frozen-vision").frozen_vision is False
     restorer = parse(RestorerRecipe, "--channels", "32,64,64", "--max-minutes", "5.5")
     assert restorer.channels == (32, 64, 64) and restorer.max_minutes == 5.5
+
+
+def test_a_time_boxed_schedule_ends_within_its_minutes():
+    from itc_core.tinyworld.train_clip import fit_schedule, warmup_cosine
+
+    def optimiser():
+        return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+
+    opt = optimiser()
+    warmup_cosine(opt, 1000, 100 / 1000)
+    steps, sched = fit_schedule(opt, 50, seconds=10.0, minutes=1.0, steps=1000, warmup_steps=100)
+    assert steps == 300  # 50 steps took 10 s: 60 s hold 300
+    reference = optimiser()
+    fresh = warmup_cosine(reference, 300, 100 / 300)
+    for _ in range(50):
+        reference.step()
+        fresh.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(reference.param_groups[0]["lr"])  # continued at step 50
+    for _ in range(250):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-4)  # decayed by the fitted end
+    assert fit_schedule(optimiser(), 50, seconds=10.0, minutes=10.0, steps=1000) is None  # 3,000 fit: unchanged

@@ -114,6 +114,21 @@ def warmup_cosine(opt: torch.optim.Optimizer, steps: int, warmup: float = 0.05):
         opt, lambda s: (s + 1) / ramp if s < ramp else 0.5 * (1 + math.cos(math.pi * (s - ramp) / max(1, steps - ramp))))
 
 
+def fit_schedule(opt: torch.optim.Optimizer, step: int, seconds: float, minutes: float, steps: int,
+                 warmup_steps: int | None = None):
+    """``(steps, scheduler)`` for a run that took ``seconds`` for its first ``step`` steps and has ``minutes``
+    in all: the steps that fit at that pace and a :func:`warmup_cosine` over them, continued at ``step``; None
+    when ``steps`` fit already. A time-boxed run (a lent GPU) so ends its schedule, the learning rate decayed,
+    instead of being cut off half-way. ``warmup_steps``: a warm-up of that many steps (default 5 %)."""
+    fit = max(step + 1, int(minutes * 60 / (seconds / step)))
+    if fit >= steps:
+        return None
+    sched = warmup_cosine(opt, fit, 0.05 if warmup_steps is None else warmup_steps / fit)
+    sched.last_epoch = step - 1
+    sched.step()
+    return fit, sched
+
+
 def build_clip(recipe: ClipRecipe, tokenizer) -> CLIPModel:
     """A randomly initialised tiny CLIPModel sized by ``recipe`` for ``tokenizer``."""
     text = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=recipe.hidden, intermediate_size=2 * recipe.hidden,

@@ -14,6 +14,10 @@ for classifier-free guidance, AdamW with warm-up and cosine decay, EMA weights
 exported. Runs on CPU by default; ``--device cuda`` with a large batch on a GPU::
 
     python -m itc_core.tinyworld.train_restorer --device cuda --steps 3000 --batch-size 256 --out data/tiny/restorer
+
+``--minutes M`` (a time-boxed GPU) times the first 50 steps of a fresh run and shortens
+``steps`` to fit M minutes, so the cosine schedule ends in time; ``--max-minutes`` only
+stops the run (and exports) when the time is up, wherever the schedule is.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from ..metrics import psnr
 from ..restorer import TinyRestorerPipeline
 from .checkpoint import files_tag, lic_config, lic_files, load_checkpoint, save_checkpoint
 from .scenes import COLOURS, Scene, caption, generate_scene, render, split_seeds
-from .train_clip import warmup_cosine
+from .train_clip import fit_schedule, warmup_cosine
 
 __all__ = ["RestorerRecipe", "train_restorer", "recolour_scene", "recoloured", "build_unet", "main"]
 
@@ -65,6 +69,7 @@ class RestorerRecipe:
     preset: str = "tiny"
     seed: int = 0
     max_minutes: float | None = None  # stop early (then export) after this much training time
+    minutes: float = 0.0  # >0: a fresh run times its first 50 steps and cuts ``steps`` to fit this budget
     init_from: str = ""  # a restorer folder of this recipe's shape to start from (a second schedule, e.g. on a new LIC)
 
 
@@ -240,6 +245,13 @@ def train_restorer(out_dir: Path, clip_dir: Path, workdir: Path, recipe: Restore
     t0, losses, step = time.time(), [], start
     bar = tqdm(range(start, recipe.steps), desc="restorer", initial=start, total=recipe.steps, mininterval=5)
     for step in bar:
+        if step == 50 and start == 0 and recipe.minutes > 0:
+            fitted = fit_schedule(opt, step, time.time() - t0, recipe.minutes, recipe.steps, recipe.warmup)
+            if fitted:  # a shorter cosine schedule, keeping the steps already taken
+                recipe.steps, sched = fitted
+                parts["sched"], bar.total = sched, recipe.steps
+        if step >= recipe.steps:
+            break
         target, recon, ids, mask = _batch(data, recipe, gen, empty)
         with torch.no_grad():
             hidden = text(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -290,6 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--train-scenes", type=int)
     p.add_argument("--max-minutes", type=float)
+    p.add_argument("--minutes", type=float, help="time the first 50 steps, then fit the schedule to this many minutes")
     p.add_argument("--channels", type=int, nargs=3, help="UNet widths at 16, 8 and 4 px (default 64 128 128)")
     p.add_argument("--heads", type=int, nargs=3, help="attention heads per level (default 2 4 4)")
     p.add_argument("--threads", type=int)
@@ -302,7 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = RestorerRecipe()
-    for key in ("steps", "batch_size", "lr", "train_scenes", "max_minutes", "channels", "heads", "init_from"):
+    for key in ("steps", "batch_size", "lr", "train_scenes", "max_minutes", "minutes", "channels", "heads",
+                "init_from"):
         if getattr(args, key) is not None:
             setattr(recipe, key, tuple(getattr(args, key)) if key in ("channels", "heads") else getattr(args, key))
     try:
