@@ -79,6 +79,7 @@ class ClipRecipe:
     extra_vision_layers: int = 0  # with vision_from: new layers trained on top of the frozen LMM tower
     unfrozen_vision_layers: int = 0  # with vision_from: the LMM tower's top layers that train too (0: all frozen)
     init_from: str = ""  # a CLIP folder of this recipe's shape whose weights start every part (a second schedule)
+    minutes: float = 0.0  # >0: a fresh run times its first 50 steps and cuts ``steps`` to fit this budget
 
 
 # The shipped caption reranker (``itc tiny-zoo --only clip-rerank``, after the LMM): the LMM's frozen vision tower,
@@ -127,6 +128,18 @@ def fit_schedule(opt: torch.optim.Optimizer, step: int, seconds: float, minutes:
     sched.last_epoch = step - 1
     sched.step()
     return fit, sched
+
+
+def time_box(step: int, start: int, seconds: float, recipe, parts: dict, bar, warmup_steps: int | None = None):
+    """The scheduler to step with from ``step`` on: at step 50 of a fresh run whose ``recipe.minutes`` is set,
+    ``recipe.steps`` and ``parts["sched"]`` are fitted to the minutes (:func:`fit_schedule`; ``seconds``: the
+    time the run has taken so far); otherwise ``parts["sched"]`` as it is."""
+    if step == 50 and start == 0 and recipe.minutes > 0:
+        fitted = fit_schedule(parts["opt"], step, seconds, recipe.minutes, recipe.steps, warmup_steps)
+        if fitted:  # a shorter cosine schedule, keeping the steps already taken
+            recipe.steps, parts["sched"] = fitted
+            bar.total = recipe.steps
+    return parts["sched"]
 
 
 def build_clip(recipe: ClipRecipe, tokenizer) -> CLIPModel:
@@ -333,6 +346,9 @@ def train_clip(out_dir: Path, workdir: Path, recipe: ClipRecipe | None = None, d
     model.train()
     bar = tqdm(range(start, recipe.steps), desc="clip", initial=start, total=recipe.steps, mininterval=5)
     for step in bar:
+        sched = time_box(step, start, time.time() - t0, recipe, parts, bar)
+        if step >= recipe.steps:
+            break
         idx = torch.randint(len(texts), (recipe.batch_size,), generator=gen).numpy()
         rng = random.Random(recipe.seed * 1_000_003 + step)  # the hard negatives of a step, the same after a resume
         batch_texts = [texts[i] for i in idx] + [variant_caption(scenes[i], rng) for i in idx

@@ -45,7 +45,7 @@ from ..image_codec import ImageCodec
 from .checkpoint import (add_recipe_arguments, files_tag, lic_config, lic_files, load_checkpoint,
                          recipe_from_arguments, save_checkpoint)
 from .scenes import SHAPES, batch, caption, caption_accuracy, generate_scene, split_seeds
-from .train_clip import CLIP_MEAN, CLIP_STD, fit_schedule, pixel_tensor, warmup_cosine
+from .train_clip import CLIP_MEAN, CLIP_STD, pixel_tensor, time_box, warmup_cosine
 
 __all__ = ["LmmRecipe", "PROMPT", "train_lmm", "build_processor", "generate_captions", "shape_token_weights"]
 
@@ -275,11 +275,7 @@ def train_lmm(out_dir: Path, clip_dir: Path, workdir: Path, recipe: LmmRecipe | 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda"))
     bar = tqdm(range(start, recipe.steps), desc="lmm", initial=start, total=recipe.steps, mininterval=5)
     for step in bar:
-        if step == 50 and start == 0 and recipe.minutes > 0:
-            fitted = fit_schedule(opt, step, time.time() - t0, recipe.minutes, recipe.steps)
-            if fitted:  # a shorter cosine schedule, keeping the steps already taken
-                recipe.steps, sched = fitted
-                parts["sched"], bar.total = sched, recipe.steps
+        sched = time_box(step, start, time.time() - t0, recipe, parts, bar)
         if step >= recipe.steps:
             break
         b = recipe.batch_size

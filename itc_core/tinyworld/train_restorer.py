@@ -43,7 +43,7 @@ from ..metrics import psnr
 from ..restorer import TinyRestorerPipeline
 from .checkpoint import files_tag, lic_config, lic_files, load_checkpoint, save_checkpoint
 from .scenes import COLOURS, Scene, caption, generate_scene, render, split_seeds
-from .train_clip import fit_schedule, warmup_cosine
+from .train_clip import time_box, warmup_cosine
 
 __all__ = ["RestorerRecipe", "train_restorer", "recolour_scene", "recoloured", "build_unet", "main"]
 
@@ -245,11 +245,7 @@ def train_restorer(out_dir: Path, clip_dir: Path, workdir: Path, recipe: Restore
     t0, losses, step = time.time(), [], start
     bar = tqdm(range(start, recipe.steps), desc="restorer", initial=start, total=recipe.steps, mininterval=5)
     for step in bar:
-        if step == 50 and start == 0 and recipe.minutes > 0:
-            fitted = fit_schedule(opt, step, time.time() - t0, recipe.minutes, recipe.steps, recipe.warmup)
-            if fitted:  # a shorter cosine schedule, keeping the steps already taken
-                recipe.steps, sched = fitted
-                parts["sched"], bar.total = sched, recipe.steps
+        sched = time_box(step, start, time.time() - t0, recipe, parts, bar, recipe.warmup)
         if step >= recipe.steps:
             break
         target, recon, ids, mask = _batch(data, recipe, gen, empty)
