@@ -61,8 +61,8 @@ def lic_config(preset: str, lic_dir: Path | None = None):
         cfg.weights = str(Path(lic_dir).resolve() / Path(cfg.weights).name)
         manifest = Path(lic_dir) / "manifest.json"
         for q, entry in (json.loads(manifest.read_text())["models"].items() if manifest.is_file() else ()):
-            preset = dict(zip(("N", "M"), cfg.size(int(q))))
-            own = {k: entry[k] for k in ("N", "M") if entry.get(k) is not None and entry[k] != preset[k]}
+            given = dict(zip(("N", "M"), cfg.size(int(q))))  # the preset's widths for this point
+            own = {k: entry[k] for k in ("N", "M") if entry.get(k) is not None and entry[k] != given[k]}
             if own:  # a retrained point's own widths (e.g. a top point with more latent channels)
                 cfg.sizes = {**cfg.sizes, int(q): {**cfg.sizes.get(int(q), {}), **own}}
     return cfg
