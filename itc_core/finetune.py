@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from .config import _build, _merge, _read_yaml
 from .errors import ConfigError, ItcError
-from .losses import CodecLoss
+from .losses import PIXEL_TERMS, CodecLoss
 
 __all__ = ["FinetuneConfig", "load_finetune_config", "train", "export_lic", "TrainingInterrupted"]
 
@@ -70,7 +70,7 @@ class ModelSpec:
 
 @dataclass
 class LossSpec:
-    """``bpp + lmbda·Σ kappa[t]·term_t``; terms other than ``mse`` need ``clip`` (a CLIPModel folder or hub id)."""
+    """``bpp + lmbda·Σ kappa[t]·term_t``; terms other than ``mse`` and ``l1`` need ``clip`` (a CLIPModel folder or hub id)."""
 
     lmbda: float = 0.01
     kappa: dict = field(default_factory=lambda: {"mse": 1.0})
@@ -268,7 +268,7 @@ def build_codec_model(spec: ModelSpec) -> torch.nn.Module:
 def build_loss(spec: LossSpec) -> CodecLoss:
     """The loss of ``spec``; the semantic terms load their models here (errors name the missing weights)."""
     terms = {}
-    semantic = [t for t, k in spec.kappa.items() if k and t != "mse"]
+    semantic = [t for t, k in spec.kappa.items() if k and t not in PIXEL_TERMS]
     if semantic:
         from .semantic_losses import build_semantic_terms
 
@@ -338,7 +338,7 @@ def export_lic(net: torch.nn.Module, path: Path) -> Path:
 class _Csv:
     """``metrics.csv``: one row per logged step; on resume, rows past the checkpoint are dropped."""
 
-    FIELDS = ["step", "split", "loss", "bpp", "distortion", "mse", "lpips", "clip_iqa", "clip_i2t",
+    FIELDS = ["step", "split", "loss", "bpp", "distortion", "mse", "l1", "lpips", "clip_iqa", "clip_i2t",
               "lr", "aux_loss", "bpp_real", "psnr_db", "seconds"]
 
     def __init__(self, path: Path, resume_step: int):

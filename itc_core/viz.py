@@ -81,7 +81,7 @@ def scatter_by_group(points: dict[str, tuple[list[float], list[float]]], xlabel:
     return fig
 
 
-def training_curves(metrics_csv, terms=("loss", "bpp", "mse", "lpips", "clip_iqa", "clip_i2t")):
+def training_curves(metrics_csv, terms=("loss", "bpp", "mse", "l1", "lpips", "clip_iqa", "clip_i2t")):
     """One panel per loss term logged in an ``itc finetune`` ``metrics.csv`` (train rows); returns the Figure."""
     import csv
 
