@@ -165,23 +165,20 @@ def test_l1_term_prefers_the_likelier_signal_where_mse_hedges():
     term is in 8-bit levels, needs no model, and ``build_loss`` makes it from the config alone."""
     targets = torch.zeros(10, 3, 4, 4)
     targets[0, :, 1, 1] = 42 / 255
-    guess = torch.zeros(1, 3, 4, 4, requires_grad=True)
-    opt = torch.optim.SGD([guess], lr=1e-3)
+
+    def best_guess(term, lr):
+        guess = torch.zeros(1, 3, 4, 4, requires_grad=True)
+        opt = torch.optim.SGD([guess], lr=lr)
+        for _ in range(300):
+            opt.zero_grad()
+            term(guess.expand_as(targets), targets).backward()
+            opt.step()
+        return guess.detach()
+
     loss = build_loss(load_finetune_config({"loss": {"kappa": {"l1": 1.0}}}).loss)
     assert float(loss.terms["l1"](targets[:1], torch.zeros(1, 3, 4, 4))) == pytest.approx(42 / 16)
-    for _ in range(300):
-        opt.zero_grad()
-        loss.terms["l1"](guess.expand_as(targets), targets).backward()
-        opt.step()
-    assert float(guess.detach()[0, 0, 1, 1]) * 255 == pytest.approx(0, abs=0.5)
-    mse = CodecLoss(1.0, {"mse": 1.0}).terms["mse"]
-    guess = torch.zeros(1, 3, 4, 4, requires_grad=True)
-    opt = torch.optim.SGD([guess], lr=1e-5)
-    for _ in range(300):
-        opt.zero_grad()
-        mse(guess.expand_as(targets), targets).backward()
-        opt.step()
-    assert float(guess.detach()[0, 0, 1, 1]) * 255 == pytest.approx(4.2, abs=0.2)
+    assert float(best_guess(loss.terms["l1"], 1e-3)[0, 0, 1, 1]) * 255 == pytest.approx(0, abs=0.5)
+    assert float(best_guess(CodecLoss(1.0, {"mse": 1.0}).terms["mse"], 1e-5)[0, 0, 1, 1]) * 255 == pytest.approx(4.2, abs=0.2)
 
 
 def test_missing_semantic_weights_raise_naming_them(tmp_path):
