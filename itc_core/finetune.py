@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from .config import _build, _merge, _read_yaml
 from .errors import ConfigError, ItcError
-from .losses import PIXEL_TERMS, CodecLoss
+from .losses import PIXEL_TERMS, TERMS, CodecLoss
 
 __all__ = ["FinetuneConfig", "load_finetune_config", "train", "export_lic", "TrainingInterrupted"]
 
@@ -267,6 +267,9 @@ def build_codec_model(spec: ModelSpec) -> torch.nn.Module:
 
 def build_loss(spec: LossSpec) -> CodecLoss:
     """The loss of ``spec``; the semantic terms load their models here (errors name the missing weights)."""
+    unknown = sorted(set(spec.kappa) - set(TERMS))
+    if unknown:  # before any model is loaded for the others
+        raise ConfigError(f"loss.kappa names unknown terms {unknown}; valid: {', '.join(TERMS)}")
     terms = {}
     semantic = [t for t, k in spec.kappa.items() if k and t not in PIXEL_TERMS]
     if semantic:

@@ -189,6 +189,8 @@ def test_missing_semantic_weights_raise_naming_them(tmp_path):
         build_loss(load_finetune_config({"loss": {"kappa": {"mse": 1.0, "lpips": 0.2}}}).loss)
     with pytest.raises(ValueError, match="unknown loss terms"):
         CodecLoss(1.0, {"psnr": 1.0})
+    with pytest.raises(ConfigError, match="unknown terms \\['l2'\\]"):
+        build_loss(load_finetune_config({"loss": {"kappa": {"mse": 1.0, "l2": 1.0}}}).loss)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="accelerate's CPU multi-process launch")
