@@ -228,7 +228,20 @@ def _raw(name_or_path: str, seen: tuple = ()) -> dict:
     values = _read_yaml(path)
     base = values.pop("base", None)
     values.setdefault("name", path.stem)
-    return _merge(_raw(base, seen + (path.resolve(),)), values) if base else values
+    return _inherit(_raw(base, seen + (path.resolve(),)), values) if base else values
+
+
+def _inherit(base: dict, override: dict) -> dict:
+    """``override`` on top of its base preset. A preset that narrows ``image_codec.qualities`` (``[1]`` from
+    tiny's ten) keeps the base's ``sizes`` only for the points it still offers; ``sizes`` it writes itself
+    are checked as written (a width for a point it does not offer is an error)."""
+    merged = _merge(base, override)
+    own = override.get("image_codec")
+    codec = merged.get("image_codec")
+    if isinstance(own, dict) and "qualities" in own and "sizes" not in own and isinstance(codec, dict) \
+            and isinstance(codec.get("sizes"), dict) and isinstance(own["qualities"], list):
+        codec["sizes"] = {q: v for q, v in codec["sizes"].items() if q in own["qualities"]}
+    return merged
 
 
 def load_config(name_or_path: str = "tiny") -> Config:

@@ -105,7 +105,9 @@ def test_out_of_world_images_get_a_caption_without_a_loop(name):
     lm = load_lmm(cfg)
     text = caption_image(lm, Image.open(cbook.get_sample_data(name)), **generation_kwargs(cfg))
     assert text and tandem_repeat(text.split()) is None, text
-    assert len(lm.tokenizer(text, add_special_tokens=False).input_ids) <= cfg.max_new_tokens
+    # Each word took at least one generated token. (Re-tokenising the text is no count of them: the caption is
+    # stripped, and a first token " circle" comes back as "c", "ir", "cle".)
+    assert len(text.split()) <= cfg.max_new_tokens
 
 
 def test_pick_caption_rerank_and_rate_aware():

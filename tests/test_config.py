@@ -76,3 +76,15 @@ def test_bad_values_are_refused(tmp_path, values, message):
     path.write_text(yaml.safe_dump({"base": "tiny", **values}))
     with pytest.raises(ConfigError, match=message):
         load_config(str(path))
+
+
+def test_narrowed_qualities_keep_only_their_own_widths(tmp_path):
+    """tiny's q10 is wider (M = 128); a preset offering [1] drops that width, one offering 10 keeps it."""
+    assert load_config("tiny").image_codec.size(10)[1] == 128
+    for qualities, sizes in (([1], {}), ([1, 10], {10: {"M": 128}})):
+        path = tmp_path / "narrow.yaml"
+        path.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {"qualities": qualities}}))
+        assert load_config(str(path)).image_codec.sizes == sizes
+    path.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {"qualities": [1], "sizes": {10: {"M": 64}}}}))
+    with pytest.raises(ConfigError, match="offered rate point"):  # written in the same preset: checked as written
+        load_config(str(path))
