@@ -237,10 +237,11 @@ def _inherit(base: dict, override: dict) -> dict:
     are checked as written (a width for a point it does not offer is an error)."""
     merged = _merge(base, override)
     own = override.get("image_codec")
-    codec = merged.get("image_codec")
-    if isinstance(own, dict) and "qualities" in own and "sizes" not in own and isinstance(codec, dict) \
-            and isinstance(codec.get("sizes"), dict) and isinstance(own["qualities"], list):
-        codec["sizes"] = {q: v for q, v in codec["sizes"].items() if q in own["qualities"]}
+    if not isinstance(own, dict) or "sizes" in own or not isinstance(own.get("qualities"), list):
+        return merged  # nothing narrowed, or widths written here (load_config checks them, and bad qualities)
+    inherited = merged["image_codec"].get("sizes")
+    if isinstance(inherited, dict):
+        merged["image_codec"]["sizes"] = {q: v for q, v in inherited.items() if q in own["qualities"]}
     return merged
 
 
