@@ -30,7 +30,8 @@ from itc_core.tinyworld.referee import Referee
 
 def print_report(report: dict) -> None:
     """The acceptance tables in Markdown."""
-    print(f"{report['scenes']} test scenes, {report['steps']} steps, guidance {report['guidance']}; "
+    guidance = ", ".join(f"q{q} {g}" for q, g in report["guidance"].items())
+    print(f"{report['scenes']} test scenes, {report['steps']} steps, guidance {guidance}; "
           f"tiny LMM captions exact: {report['lmm_caption_exact']:.1f} %")
     for q, r in report["rates"].items():
         print(f"\n### quality {q} (image file {r['bpp_image_file']:.3f} bpp, caption extra)\n")

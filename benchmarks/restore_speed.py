@@ -29,10 +29,11 @@ def main() -> None:
     args = p.parse_args()
     codec = ImageTextCodec.from_preset(args.preset)
     codec.restorer.pipeline.set_progress_bar_config(disable=True)
-    guidance = codec.config.restorer.guidance if args.guidance is None else args.guidance
+    quality = codec.config.image_codec.quality  # the files below are coded at the preset's rate point
+    guidance = codec.config.restorer.guidance_at(quality) if args.guidance is None else args.guidance
     items = [(codec.encode(im, caption=text, method="utf8").data) for im, text in
              (sample(s) for s in split_seeds("test", args.scenes))]
-    print(f"preset {args.preset}, {args.scenes} scenes 64x64, guidance {guidance}, colour fix "
+    print(f"preset {args.preset}, {args.scenes} scenes 64x64 at q{quality}, guidance {guidance}, colour fix "
           f"{codec.config.restorer.colour_fix}; median seconds per scene")
     print("| threads | LIC decode + caption | " + " | ".join(f"restore, {s} steps" for s in args.steps) + " |")
     print("|---|---|" + "---|" * len(args.steps))

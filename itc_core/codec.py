@@ -293,7 +293,8 @@ class ImageTextCodec:
                 the caption, is then verified only for files without one).
             restore: run the restorer (default: when the preset has one); False gives the bare reconstruction.
             restore_args: ``steps``, ``guidance``, ``seed``, ``colour_fix`` for
-                :meth:`~itc_core.restorer.Restorer.restore` (default: the preset's).
+                :meth:`~itc_core.restorer.Restorer.restore` (default: the preset's; its guidance at the file's
+                rate point).
 
         Decoding costs time in proportion to the file's size: the latents' count is checked against
         the payload's bits before any model runs, and decoding stops once the decoded information
@@ -320,5 +321,5 @@ class ImageTextCodec:
                 "computes the models differently from the encoder's (other platform or library versions)")
         if restore is None:
             restore = self.config.restorer.kind is not None
-        restored = self.restorer.restore(image, text, **restore_args) if restore else None
+        restored = self.restorer.restore(image, text, quality=f.quality, **restore_args) if restore else None
         return DecodeResult(image, f, text, bits_split(data, stream.info), checked, restored)

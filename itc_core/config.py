@@ -138,6 +138,9 @@ class RestorerConfig:
         steps: denoising steps (img2img runs ``int(steps * strength)`` of them).
         strength: img2img strength (hub kinds).
         guidance: classifier-free guidance scale (tiny: 1 = the caption alone, 0 = no caption).
+        guidance_by_quality: per rate point, another guidance than ``guidance``, e.g. ``{1: 2.0}``: the
+            blurrier the reconstruction, the more the caption has to say (the decoder reads the point
+            from the ``.itc`` file).
         negative_prompt: hub kinds, used when guidance > 1.
         controlnet_scale: ControlNet conditioning scale.
         colour_fix: DiffBIR's wavelet colour fix against the reconstruction.
@@ -151,10 +154,15 @@ class RestorerConfig:
     steps: int = 4
     strength: float = 1.0
     guidance: float = 1.0
+    guidance_by_quality: dict = field(default_factory=dict)
     negative_prompt: str | None = None
     controlnet_scale: float = 1.0
     colour_fix: bool = True
     seed: int = 0
+
+    def guidance_at(self, quality: int | None) -> float:
+        """The guidance for a reconstruction at rate point ``quality`` (None: unknown, ``guidance``)."""
+        return self.guidance_by_quality.get(quality, self.guidance)
 
 
 @dataclass
@@ -234,8 +242,14 @@ def _raw(name_or_path: str, seen: tuple = ()) -> dict:
 def _inherit(base: dict, override: dict) -> dict:
     """``override`` on top of its base preset. A preset that narrows ``image_codec.qualities`` (``[1]`` from
     tiny's ten) keeps the base's ``sizes`` only for the points it still offers; ``sizes`` it writes itself
-    are checked as written (a width for a point it does not offer is an error)."""
+    are checked as written (a width for a point it does not offer is an error). Likewise a preset that sets
+    ``restorer.guidance`` or ``guidance_by_quality`` replaces the base's guidance per rate point: ``guidance: 3``
+    alone means 3 at every point."""
     merged = _merge(base, override)
+    restorer = override.get("restorer")
+    if isinstance(restorer, dict) and {"guidance", "guidance_by_quality"} & set(restorer) \
+            and isinstance(merged.get("restorer"), dict):  # the guidance written here is the whole of it
+        merged["restorer"]["guidance_by_quality"] = restorer.get("guidance_by_quality", {})
     own = override.get("image_codec")
     if not isinstance(own, dict) or "sizes" in own or not isinstance(own.get("qualities"), list):
         return merged  # nothing narrowed, or widths written here (load_config checks them, and bad qualities)
@@ -322,6 +336,12 @@ def _check_restorer(cfg: Config) -> None:
         value = getattr(r, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ConfigError(f"{cfg.name}: restorer.{key} must be a number >= 0, got {value!r}")
+    by_quality = r.guidance_by_quality
+    if not isinstance(by_quality, dict) or not all(
+            isinstance(q, int) and not isinstance(q, bool) and isinstance(g, (int, float)) and not isinstance(g, bool)
+            and g >= 0 for q, g in by_quality.items()):
+        raise ConfigError(f"{cfg.name}: restorer.guidance_by_quality maps rate points to guidance numbers >= 0, "
+                          f"got {by_quality!r}")
 
 
 def resolve_model(ref: str) -> str:

@@ -320,8 +320,8 @@ class MethodRunner:
             self._cache["lic"] = out
         return self._cache["lic"]
 
-    def _restore(self, images: list[Image.Image], captions: list[str]) -> list[Image.Image]:
-        return self.codec.restorer.restore_batch(images, captions, steps=self.settings.steps)
+    def _restore(self, images: list[Image.Image], captions: list[str], qualities: list[int | None]) -> list[Image.Image]:
+        return self.codec.restorer.restore_batch(images, captions, steps=self.settings.steps, qualities=qualities)
 
     def rows(self, method: str) -> list[dict]:
         """One row per rate point of ``method`` for the current image, scored."""
@@ -345,7 +345,7 @@ class MethodRunner:
             files = self._lic_files()
             decoded = [recon for _, _, recon in files]
             if method == "lic+restorer":
-                decoded = self._restore(decoded, [""] * len(files))
+                decoded = self._restore(decoded, [""] * len(files), self.lic_qualities(self.codec))
             parts = [(point, _itc_sizes(info), None) for point, info, _ in files]
         elif method in ("ours", "ours-full"):
             parts, decoded = self._ours(self.codec if method == "ours" else self.semantic)
@@ -368,7 +368,7 @@ class MethodRunner:
             parts.append((f"q{q}", _itc_sizes(describe(data, decoded)), decoded.caption))
             recons.append(decoded.reconstruction)
             captions.append(decoded.caption)
-        return parts, self._restore(recons, captions)
+        return parts, self._restore(recons, captions, self.lic_qualities(codec))
 
     def _pillow(self, method: str):
         from .rd import pillow_round_trip
@@ -404,7 +404,7 @@ class MethodRunner:
                           decoded_caption))
             maps.append(seen)
             captions.append(decoded_caption)
-        return parts, self._restore(maps, captions)
+        return parts, self._restore(maps, captions, [None] * len(maps))  # no LIC rate point: the default guidance
 
     def _scored(self, method: str, parts, decoded) -> list[dict]:
         item = self._cache["item"]

@@ -161,22 +161,23 @@ def restoration_study(codec, referee, seeds, qualities=None, steps: int | None =
     lmm = [codec.caption(im) for im in tqdm(originals_pil, desc="LMM captions", disable=not progress)]
     edits = [recolour_scene(s) for s in seeds]
 
-    def restore(recons, captions):
+    def restore(recons, captions, q):
         return _as_tensor(restorer.restore_batch(recons, captions, steps=steps, guidance=guidance, seed=seed,
-                                                 colour_fix=False))
+                                                 colour_fix=False, qualities=[q] * len(recons)))
 
     report = {"scenes": len(seeds), "steps": steps or codec.config.restorer.steps,
-              "guidance": codec.config.restorer.guidance if guidance is None else guidance,
+              "guidance": {q: codec.config.restorer.guidance_at(q) if guidance is None else guidance
+                           for q in qualities},
               "lmm_caption_exact": 100 * sum(a == b for a, b in zip(lmm, truths)) / len(seeds), "rates": {}}
     for q in tqdm(qualities, desc="rates", disable=not progress):
         recons_pil = [codec.reconstruct(im, q) for im in originals_pil]
         recons = _as_tensor(recons_pil)
         rows = {"LIC only": _scores(referee, recons, originals, seeds)}
         for name, captions in (("no caption", [""] * len(seeds)), ("LMM caption", lmm), ("true caption", truths)):
-            restored = restore(recons_pil, captions)
+            restored = restore(recons_pil, captions, q)
             rows[name] = _scores(referee, restored, originals, seeds)
             rows[f"{name} + colour fix"] = _scores(referee, wavelet_colour_fix(restored, recons), originals, seeds)
-        edited = restore(recons_pil, [caption(scene) for scene, _ in edits])
+        edited = restore(recons_pil, [caption(scene) for scene, _ in edits], q)
         control = {"LIC only": _new_colour_read(referee, recons, edits),
                    "edited caption": _new_colour_read(referee, edited, edits),
                    "edited caption + colour fix": _new_colour_read(referee, wavelet_colour_fix(edited, recons), edits)}
@@ -198,7 +199,7 @@ def restoration_panels(codec, referee, seed: int, quality: int, steps: int | Non
     original = sample(seed)[0]
     recon = codec.reconstruct(original, quality)
     restore = lambda text, fix=False: codec.restorer.restore(recon, text, steps=steps, guidance=guidance,  # noqa: E731
-                                                             seed=noise_seed, colour_fix=fix)
+                                                             seed=noise_seed, colour_fix=fix, quality=quality)
     truth = caption(generate_scene(seed))
     images = {"original": original, f"LIC q{quality}": recon, "no caption": restore(""),
               "LMM caption": restore(codec.caption(original)), "true caption": restore(truth),

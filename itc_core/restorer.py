@@ -205,36 +205,47 @@ class Restorer:
         return self._pipe
 
     def restore(self, reconstruction: Image.Image, caption: str | None, *, steps: int | None = None,
-                guidance: float | None = None, seed: int | None = None, colour_fix: bool | None = None) -> Image.Image:
+                guidance: float | None = None, seed: int | None = None, colour_fix: bool | None = None,
+                quality: int | None = None) -> Image.Image:
         """The restored image of ``reconstruction`` guided by ``caption`` (None or "" = no caption).
 
-        Unset arguments come from the preset's ``restorer`` section; the result has the input's size.
+        Unset arguments come from the preset's ``restorer`` section; ``quality``, the rate point the
+        reconstruction was coded at, picks the guidance where the preset sets one per point. The result has
+        the input's size.
         """
         return self.restore_batch([reconstruction], [caption], steps=steps, guidance=guidance, seed=seed,
-                                  colour_fix=colour_fix)[0]
+                                  colour_fix=colour_fix, qualities=None if quality is None else [quality])[0]
 
     def restore_batch(self, reconstructions: list[Image.Image], captions: list[str | None], *,
                       steps: int | None = None, guidance: float | None = None, seed: int | None = None,
-                      colour_fix: bool | None = None) -> list[Image.Image]:
-        """:meth:`restore` for many images at once (every image gets the noise of ``seed``, as it would alone)."""
+                      colour_fix: bool | None = None, qualities: list[int | None] | None = None) -> list[Image.Image]:
+        """:meth:`restore` for many images at once (every image gets the noise of ``seed``, as it would alone);
+        ``qualities``: each image's rate point (for the guidance, when ``guidance`` is unset)."""
         if not self.enabled:
             return list(reconstructions)
         cfg = self.config
         steps = cfg.steps if steps is None else steps
-        guidance = cfg.guidance if guidance is None else guidance
+        qualities = [None] * len(reconstructions) if qualities is None else list(qualities)
+        if len(qualities) != len(reconstructions):
+            raise ValueError(f"{len(reconstructions)} reconstructions but {len(qualities)} qualities")
+        scales = [cfg.guidance_at(q) if guidance is None else guidance for q in qualities]
         seed = cfg.seed if seed is None else seed
         colour_fix = cfg.colour_fix if colour_fix is None else colour_fix
         if not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"steps must be a positive integer, got {steps!r}")
-        if not guidance >= 0:
+        if not all(g >= 0 for g in scales):
             raise ConfigError(f"guidance must be a number >= 0, got {guidance!r}")
         captions = [c or "" for c in captions]
         x = torch.cat([image_to_tensor(r) for r in reconstructions])
-        generators = [torch.Generator("cpu").manual_seed(seed) for _ in reconstructions]
-        if cfg.kind == "tiny":
-            out = self.pipeline(captions, x, num_inference_steps=steps, guidance_scale=guidance, generator=generators)
-        else:
-            out = self._hub_call(x, captions, steps, guidance, generators)
+        out = torch.empty_like(x)
+        for scale in dict.fromkeys(scales):  # one pipeline call per guidance; each image's noise is its own
+            idx = [i for i, g in enumerate(scales) if g == scale]
+            generators = [torch.Generator("cpu").manual_seed(seed) for _ in idx]
+            if cfg.kind == "tiny":
+                out[idx] = self.pipeline([captions[i] for i in idx], x[idx], num_inference_steps=steps,
+                                         guidance_scale=scale, generator=generators)
+            else:
+                out[idx] = self._hub_call(x[idx], [captions[i] for i in idx], steps, scale, generators)
         if colour_fix:
             out = wavelet_colour_fix(out, x)
         return [tensor_to_image(o) for o in out]

@@ -60,11 +60,13 @@ def caption_editor(lm, context_image: Image.Image, text: str = "") -> W.Widget:
 
 
 def restoration_explorer(restorer, reconstruction: Image.Image, caption: str, referee=None,
-                         original: Image.Image | None = None) -> W.Widget:
+                         original: Image.Image | None = None, quality: int | None = None) -> W.Widget:
     """Sliders for steps, guidance and seed, a colour-fix box and an editable caption; shows the restored image
-    (and, given a ``referee``, its reading and distance to ``original``). Edit "red" to "blue" and watch."""
+    (and, given a ``referee``, its reading and distance to ``original``). Edit "red" to "blue" and watch.
+    ``quality``, the reconstruction's rate point, sets the guidance slider to the preset's for that point."""
     steps = W.IntSlider(value=restorer.config.steps, min=1, max=20, description="steps")
-    guidance = W.FloatSlider(value=restorer.config.guidance, min=0.0, max=5.0, step=0.25, description="guidance")
+    guidance = W.FloatSlider(value=restorer.config.guidance_at(quality), min=0.0, max=5.0, step=0.25,
+                             description="guidance")
     seed = W.IntText(value=restorer.config.seed, description="seed")
     fix = W.Checkbox(value=restorer.config.colour_fix, description="colour fix")
     box = W.Textarea(value=caption, layout=W.Layout(width="100%", height="4em"), continuous_update=False)

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -65,6 +66,36 @@ def test_tiny_pipeline_is_seeded_and_follows_its_arguments(tiny_restorer):
     assert tiny_restorer.restore(odd, "", steps=1).size == (37, 21)
 
 
+def test_guidance_per_rate_point_applies_to_each_image_of_a_batch(tiny_restorer):
+    """A batch with images of two rate points restores each as it would alone, with its own point's guidance."""
+    per_point = Restorer(replace(tiny_restorer.config, guidance=1.0, guidance_by_quality={1: 2.5}))
+    per_point._pipe = tiny_restorer.pipeline  # the same weights, loaded once
+    (a, _), (b, _) = sample(2_000_023), sample(2_000_024)
+    text = "a red star at the top left on a plain white background"
+    batch = per_point.restore_batch([a, b, a], [text] * 3, steps=2, qualities=[1, 2, None])
+    assert batch[0].tobytes() == tiny_restorer.restore(a, text, steps=2, guidance=2.5).tobytes()
+    assert batch[1].tobytes() == tiny_restorer.restore(b, text, steps=2, guidance=1.0).tobytes()
+    assert batch[2].tobytes() == tiny_restorer.restore(a, text, steps=2, guidance=1.0).tobytes()
+    assert batch[0].tobytes() != batch[2].tobytes()  # the guidance made a difference
+    assert per_point.restore(a, text, steps=2, quality=1).tobytes() == batch[0].tobytes()
+    assert per_point.restore(a, text, steps=2, quality=1, guidance=1.0).tobytes() == batch[2].tobytes()  # explicit wins
+    with pytest.raises(ValueError, match="qualities"):
+        per_point.restore_batch([a, b], [text] * 2, qualities=[1])
+
+
+def test_a_preset_that_sets_guidance_sets_it_at_every_rate_point(tmp_path):
+    tiny = load_config("tiny").restorer
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"base": "tiny", "restorer": {"guidance": 3.0}}))
+    mine = load_config(str(path)).restorer
+    assert [mine.guidance_at(q) for q in (1, 2, None)] == [3.0, 3.0, 3.0]
+    path.write_text(yaml.safe_dump({"base": "tiny", "restorer": {"guidance": 3.0, "guidance_by_quality": {2: 0.5}}}))
+    mine = load_config(str(path)).restorer
+    assert [mine.guidance_at(q) for q in (1, 2)] == [3.0, 0.5]
+    path.write_text(yaml.safe_dump({"base": "tiny", "restorer": {"steps": 2}}))
+    assert load_config(str(path)).restorer.guidance_by_quality == tiny.guidance_by_quality
+
+
 def test_restore_without_restorer_or_with_bad_arguments():
     image = sample(2_000_022)[0]
     assert Restorer(RestorerConfig(kind=None)).restore(image, "a caption") is image
@@ -76,7 +107,8 @@ def test_restore_without_restorer_or_with_bad_arguments():
 
 def test_config_checks_the_restorer_section(tmp_path):
     assert load_config("tiny").restorer.kind == "tiny"
-    for bad in ({"kind": "magic"}, {"steps": 0}, {"guidance": -1}, {"colour_fix": "yes"}):
+    for bad in ({"kind": "magic"}, {"steps": 0}, {"guidance": -1}, {"colour_fix": "yes"},
+                {"guidance_by_quality": {1: -2}}, {"guidance_by_quality": {"q1": 2}}, {"guidance_by_quality": [2]}):
         path = tmp_path / "bad.yaml"
         path.write_text(json.dumps({"base": "tiny", "restorer": bad}))
         with pytest.raises(ConfigError, match="restorer"):
@@ -165,6 +197,10 @@ def test_cli_decode_restores_with_flags_and_same_seed_gives_same_bytes_in_a_fres
     assert done.returncode == 0, done.stderr
     here = codec.decode((tmp_path / "s.itc").read_bytes(), seed=7, steps=2, guidance=2.0)
     assert Image.open(tmp_path / "a.png").tobytes() == here.restored.tobytes()
+    default = codec.decode((tmp_path / "s.itc").read_bytes())  # the preset's guidance at the file's rate point
+    guidance = codec.config.restorer.guidance_at(default.file.quality)
+    assert default.restored.tobytes() == codec.restorer.restore(here.reconstruction, here.caption,
+                                                                guidance=guidance).tobytes()
     itc_file = str(tmp_path / "s.itc")
     assert main(["decode", itc_file, "-o", str(tmp_path / "bare.png"), "--no-restore"]) == 0
     assert Image.open(tmp_path / "bare.png").tobytes() == here.reconstruction.tobytes()
