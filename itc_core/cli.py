@@ -611,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, help=_THREADS_HELP)
     p.add_argument("--no-restore", action="store_true", help="write the bare LIC reconstruction (no diffusion)")
     p.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
-    p.add_argument("--guidance", type=float, help="caption guidance scale (default: the preset's)")
+    p.add_argument("--guidance", type=float, help="caption guidance scale (default: the preset's at the file's rate point)")
     p.add_argument("--seed", type=int, help="noise seed (default: the preset's)")
     p.add_argument("--no-colour-fix", action="store_true", help="skip the wavelet colour fix")
     p.set_defaults(func=cmd_decode)
