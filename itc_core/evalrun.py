@@ -123,6 +123,8 @@ class EvalSettings:
         values = dataclasses.asdict(load_config(self.preset))
         if not values["image_codec"]["sizes"]:  # added later: unset, it must not orphan earlier results folders
             del values["image_codec"]["sizes"]
+        if not values["restorer"]["guidance_by_quality"]:
+            del values["restorer"]["guidance_by_quality"]  # likewise
         if values["caption"]["rank_lm_weight"] == 0 or values["caption"]["select"] == "greedy":
             del values["caption"]["rank_lm_weight"]  # likewise; and greedy rows never rank
         config = json.dumps(values, sort_keys=True, default=str)
