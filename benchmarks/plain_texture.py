@@ -88,6 +88,9 @@ def refined_rows(codec: ImageTextCodec, seeds: list[int], qualities: list[int], 
     """Per rate point: the dot grid the decoder draws from latents refined for each image (``refine_latents``)."""
     from itc_core.data import image_to_tensor, tensor_to_image
 
+    if codec.config.image_codec.architecture != "mbt2018-mean":
+        raise SystemExit(f"--refine codes mbt2018-mean latents (mean-scale hyperprior), not "
+                         f"{codec.config.image_codec.architecture}")
     rows = []
     for q in qualities:
         net = codec.image_codec(q).net

@@ -243,12 +243,12 @@ def _inherit(base: dict, override: dict) -> dict:
     """``override`` on top of its base preset. A preset that narrows ``image_codec.qualities`` (``[1]`` from
     tiny's ten) keeps the base's ``sizes`` only for the points it still offers; ``sizes`` it writes itself
     are checked as written (a width for a point it does not offer is an error). Likewise a preset that sets
-    ``restorer.guidance`` or ``guidance_by_quality`` replaces the base's guidance per rate point: ``guidance: 3``
-    alone means 3 at every point."""
+    ``restorer.guidance`` or ``guidance_by_quality``, or another restorer ``kind`` or ``model``, replaces the
+    base's guidance per rate point (tuned for the base's restorer): ``guidance: 3`` alone means 3 at every point."""
     merged = _merge(base, override)
     restorer = override.get("restorer")
-    if isinstance(restorer, dict) and {"guidance", "guidance_by_quality"} & set(restorer) \
-            and isinstance(merged.get("restorer"), dict):  # the guidance written here is the whole of it
+    if isinstance(restorer, dict) and {"guidance", "guidance_by_quality", "kind", "model"} & set(restorer) \
+            and isinstance(merged.get("restorer"), dict):  # the guidance written here (or another model's) is all of it
         merged["restorer"]["guidance_by_quality"] = restorer.get("guidance_by_quality", {})
     own = override.get("image_codec")
     if not isinstance(own, dict) or "sizes" in own or not isinstance(own.get("qualities"), list):

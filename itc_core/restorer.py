@@ -234,7 +234,7 @@ class Restorer:
         if not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"steps must be a positive integer, got {steps!r}")
         if not all(g >= 0 for g in scales):
-            raise ConfigError(f"guidance must be a number >= 0, got {guidance!r}")
+            raise ConfigError(f"guidance must be a number >= 0, got {next(g for g in scales if not g >= 0)!r}")
         captions = [c or "" for c in captions]
         x = torch.cat([image_to_tensor(r) for r in reconstructions])
         out = torch.empty_like(x)

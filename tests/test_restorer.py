@@ -94,6 +94,8 @@ def test_a_preset_that_sets_guidance_sets_it_at_every_rate_point(tmp_path):
     assert [mine.guidance_at(q) for q in (1, 2)] == [3.0, 0.5]
     path.write_text(yaml.safe_dump({"base": "tiny", "restorer": {"steps": 2}}))
     assert load_config(str(path)).restorer.guidance_by_quality == tiny.guidance_by_quality
+    path.write_text(yaml.safe_dump({"base": "tiny", "restorer": {"kind": "sd-img2img", "model": "some/turbo"}}))
+    assert load_config(str(path)).restorer.guidance_by_quality == {}  # tuned for tiny's restorer, not another's
 
 
 def test_restore_without_restorer_or_with_bad_arguments():
@@ -110,7 +112,7 @@ def test_config_checks_the_restorer_section(tmp_path):
     for bad in ({"kind": "magic"}, {"steps": 0}, {"guidance": -1}, {"colour_fix": "yes"},
                 {"guidance_by_quality": {1: -2}}, {"guidance_by_quality": {"q1": 2}}, {"guidance_by_quality": [2]}):
         path = tmp_path / "bad.yaml"
-        path.write_text(json.dumps({"base": "tiny", "restorer": bad}))
+        path.write_text(yaml.safe_dump({"base": "tiny", "restorer": bad}))  # YAML: the rate points stay integers
         with pytest.raises(ConfigError, match="restorer"):
             load_config(str(path))
 
@@ -173,6 +175,11 @@ def test_codec_decode_returns_reconstruction_and_restored_image(tiny_restorer):
     assert decoded.reconstruction.tobytes() == result.reconstruction.tobytes()
     assert decoded.image is decoded.restored
     assert decoded.restored.tobytes() == tiny_restorer.restore(result.reconstruction, text, steps=2, seed=5).tobytes()
+    per_point = Restorer(replace(tiny_restorer.config, guidance_by_quality={result.quality: 2.5}))
+    per_point._pipe = tiny_restorer.pipeline
+    codec._restorer = per_point  # the file's rate point picks the guidance
+    assert codec.decode(result.data, steps=2, seed=5).restored.tobytes() == tiny_restorer.restore(
+        result.reconstruction, text, steps=2, seed=5, guidance=2.5).tobytes() != decoded.restored.tobytes()
     bare = codec.decode(result.data, restore=False)
     assert bare.restored is None and bare.image is bare.reconstruction
 
