@@ -91,34 +91,28 @@ def refined_rows(codec: ImageTextCodec, seeds: list[int], qualities: list[int], 
     if codec.config.image_codec.architecture != "mbt2018-mean":
         raise SystemExit(f"--refine codes mbt2018-mean latents (mean-scale hyperprior), not "
                          f"{codec.config.image_codec.architecture}")
-    rows = []
-    for q in qualities:
-        net = codec.image_codec(q).net
-        for p in net.parameters():
-            p.requires_grad_(False)
-        grid, control, bpp = [], [], []
-        for seed in seeds:
-            scene, image = generate_scene(seed), sample(seed)[0]
-            x_hat, rate = refine_latents(net, image_to_tensor(image), steps, lmbda)
-            recon = tensor_to_image(x_hat)
-            grid.append(dot_grid_contrast(recon, scene, seed))
-            control.append(dot_grid_contrast(recon, scene, seed, shift=4))
-            bpp.append(rate)
-        rows.append({"variant": "refined", "quality": q, "scenes": len(seeds), "contrast_mean": float(np.nanmean(grid)),
-                     "contrast_p90": float(np.nanpercentile(grid, 90)), "control_mean": float(np.nanmean(control)),
-                     "colour_cosine_mean": float("nan"), "estimated_bpp": float(np.mean(bpp)), "lambda": lmbda,
-                     "steps": steps})
-    return rows
+    bpp: dict[int, list[float]] = {}
+
+    def refined(image, q):
+        net = codec.image_codec(q).net.requires_grad_(False)
+        x_hat, rate = refine_latents(net, image_to_tensor(image), steps, lmbda)
+        bpp.setdefault(q, []).append(rate)
+        return tensor_to_image(x_hat)
+
+    return [{"variant": "refined", **row, "estimated_bpp": float(np.mean(bpp[row["quality"]])), "lambda": lmbda,
+             "steps": steps} for row in measure(codec, seeds, qualities, refined)]
 
 
-def measure(codec: ImageTextCodec, seeds: list[int]) -> list[dict]:
-    """Per rate point: mean and 90th percentile of the dot-grid contrast, and the control's mean."""
+def measure(codec: ImageTextCodec, seeds: list[int], qualities: list[int] | None = None, reconstruct=None) -> list[dict]:
+    """Per rate point (default: all the preset's): mean and 90th percentile of the dot-grid contrast, the control's
+    mean and the colour cosine, of ``reconstruct(image, quality)`` (default: a real round trip)."""
+    reconstruct = reconstruct or codec.reconstruct
     rows = []
-    for q in codec.config.image_codec.qualities:
+    for q in qualities or codec.config.image_codec.qualities:
         grid, control, cosine = [], [], []
         for seed in seeds:
             scene, image = generate_scene(seed), sample(seed)[0]
-            recon = codec.reconstruct(image, q)
+            recon = reconstruct(image, q)
             grid.append(dot_grid_contrast(recon, scene, seed))
             control.append(dot_grid_contrast(recon, scene, seed, shift=4))
             cosine.append(dot_grid_colour_cosine(recon, scene, seed))
