@@ -2,6 +2,7 @@
 
     python benchmarks/finetune_compare.py [--scenes 200] [--json out.json]
     python benchmarks/finetune_compare.py --lic FOLDER [--qualities Q ...]   # the shipped base against a retrained LIC
+    python benchmarks/finetune_compare.py --variant degrid                  # against another variant of the preset
 
 ``--lic`` takes a folder that ``itc tiny-zoo --only lic --out X`` wrote (``X/lic``: weights and
 manifest) and compares the rate points it holds with the shipped ones of the same numbers.
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--qualities", type=int, nargs="+", help="rate points to compare (default: all of them)")
     parser.add_argument("--lic", help="a retrained LIC folder (weights + manifest.json) instead of the semantic variant")
+    parser.add_argument("--variant", default="semantic", help="the preset's LIC variant to compare (default: semantic)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,11 +49,11 @@ def main() -> None:
             qualities = sorted(int(q) for q in models)
             lic = lic_config("tiny", folder)  # the folder's weights, and its points' own widths from the manifest
             other_yaml.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {
-                "weights": lic.weights, "sizes": lic.sizes, "qualities": qualities, "quality": qualities[0]}}))
+                "weights": lic.weights, "sizes": {q: w for q, w in lic.sizes.items() if q in qualities}, "qualities": qualities, "quality": qualities[0]}}))
             name = "retrained"
         else:
-            other_yaml.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {"variant": "semantic"}}))
-            name = "semantic"
+            other_yaml.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {"variant": args.variant}}))
+            name = args.variant
         other = ImageTextCodec.from_preset(str(other_yaml))
         qualities = args.qualities or other.config.image_codec.qualities
         rows = compare_lic_variants({"base": ImageTextCodec.from_preset("tiny"), name: other},

@@ -1,6 +1,7 @@
 """The dot grid on plain backgrounds: how much of the "dotted" pattern each LIC rate point paints where there is none.
 
-    python benchmarks/plain_texture.py [--scenes 100] [--preset tiny] [--semantic] [--refine STEPS [--refine-qualities Q ...]]
+    python benchmarks/plain_texture.py [--scenes 100] [--preset tiny] [--semantic] [--variant NAME ...]
+                                        [--refine STEPS [--refine-qualities Q ...]]
                                         [--json out.json]
 
 On the first ``--scenes`` held-out test scenes whose background is plain, each rate point's
@@ -127,6 +128,8 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=100)
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--semantic", action="store_true", help="also the preset's semantic variant")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME",
+                        help="also this LIC variant of the preset (image_codec.variants; repeatable), e.g. degrid")
     parser.add_argument("--refine", type=int, default=0, metavar="STEPS",
                         help="also the grid after STEPS steps of test-time latent refinement (0: skip)")
     parser.add_argument("--refine-qualities", type=int, nargs="+", default=[1, 2, 3], help="rate points to refine")
@@ -139,10 +142,10 @@ def main() -> None:
                                            generate_scene(s), s) for s in seeds])
     codecs = {"base": ImageTextCodec.from_preset(args.preset)}
     with tempfile.TemporaryDirectory() as tmp:
-        if args.semantic:
-            path = Path(tmp) / "semantic.yaml"
-            path.write_text(yaml.safe_dump({"base": args.preset, "image_codec": {"variant": "semantic"}}))
-            codecs["semantic"] = ImageTextCodec.from_preset(str(path))
+        for name in ["semantic"] * args.semantic + args.variant:
+            path = Path(tmp) / f"{name}.yaml"
+            path.write_text(yaml.safe_dump({"base": args.preset, "image_codec": {"variant": name}}))
+            codecs[name] = ImageTextCodec.from_preset(str(path))
         rows = [{"variant": name, **row} for name, codec in codecs.items() for row in measure(codec, seeds)]
     if args.refine:
         rows += refined_rows(codecs["base"], seeds, args.refine_qualities, args.refine, args.refine_lambda)

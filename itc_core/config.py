@@ -251,11 +251,14 @@ def _inherit(base: dict, override: dict) -> dict:
             and isinstance(merged.get("restorer"), dict):  # the guidance written here (or another model's) is all of it
         merged["restorer"]["guidance_by_quality"] = restorer.get("guidance_by_quality", {})
     own = override.get("image_codec")
-    if not isinstance(own, dict) or "sizes" in own or not isinstance(own.get("qualities"), list):
-        return merged  # nothing narrowed, or widths written here (load_config checks them, and bad qualities)
-    inherited = merged["image_codec"].get("sizes")
-    if isinstance(inherited, dict):
-        merged["image_codec"]["sizes"] = {q: v for q, v in inherited.items() if q in own["qualities"]}
+    if not isinstance(own, dict) or not isinstance(merged.get("image_codec"), dict):
+        return merged
+    qualities = merged["image_codec"].get("qualities")
+    inherited = (base.get("image_codec") or {}).get("sizes")
+    if not isinstance(qualities, list) or not isinstance(inherited, dict) or not isinstance(own.get("sizes", {}), dict):
+        return merged  # load_config reports bad qualities or sizes
+    kept = {q: v for q, v in inherited.items() if q in qualities}  # the base's widths of the points still offered
+    merged["image_codec"]["sizes"] = {**kept, **own.get("sizes", {})}  # and those written here, checked as written
     return merged
 
 

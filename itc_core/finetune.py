@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from .config import _build, _merge, _read_yaml
 from .errors import ConfigError, ItcError
-from .losses import PIXEL_TERMS, TERMS, CodecLoss
+from .losses import PIXEL_TERMS, TERMS, CodecLoss, PeriodicErrorTerm
 
 __all__ = ["FinetuneConfig", "load_finetune_config", "train", "export_lic", "TrainingInterrupted"]
 
@@ -77,6 +77,8 @@ class LossSpec:
     clip: str | None = None
     lpips: str = "clip"  # "clip": LPIPS-style distance on the CLIP vision tower; or "alex"/"vgg" (lpips package)
     mse_scale: float = 65025.0  # 255²: λ on CompressAI's scale; 1: MSE on [0, 1] pixels as in the paper
+    period: int = 8  # the ``periodic`` term's tile, in pixels (8: the tiny world's patterns; 16: mbt2018's latent stride)
+    periodic_target_max: float | None = None  # the ``periodic`` term skips images that repeat more than this themselves
 
 
 @dataclass
@@ -276,6 +278,8 @@ def build_loss(spec: LossSpec) -> CodecLoss:
         from .semantic_losses import build_semantic_terms
 
         terms = build_semantic_terms(semantic, clip=spec.clip, lpips=spec.lpips)
+    if spec.kappa.get("periodic"):
+        terms["periodic"] = PeriodicErrorTerm(spec.period, target_max=spec.periodic_target_max)
     return CodecLoss(spec.lmbda, spec.kappa, terms, mse_scale=spec.mse_scale)
 
 
@@ -341,7 +345,7 @@ def export_lic(net: torch.nn.Module, path: Path) -> Path:
 class _Csv:
     """``metrics.csv``: one row per logged step; on resume, rows past the checkpoint are dropped."""
 
-    FIELDS = ["step", "split", "loss", "bpp", "distortion", "mse", "l1", "lpips", "clip_iqa", "clip_i2t",
+    FIELDS = ["step", "split", "loss", "bpp", "distortion", "mse", "l1", "periodic", "lpips", "clip_iqa", "clip_i2t",
               "lr", "aux_loss", "bpp_real", "psnr_db", "seconds"]
 
     def __init__(self, path: Path, resume_step: int):

@@ -25,10 +25,10 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["CodecLoss", "MSETerm", "L1Term", "rate_bpp", "TERMS", "PIXEL_TERMS"]
+__all__ = ["CodecLoss", "MSETerm", "L1Term", "PeriodicErrorTerm", "rate_bpp", "TERMS", "PIXEL_TERMS"]
 
-TERMS = ("mse", "l1", "lpips", "clip_iqa", "clip_i2t")
-PIXEL_TERMS = ("mse", "l1")  # built here, no model to load
+TERMS = ("mse", "l1", "periodic", "lpips", "clip_iqa", "clip_i2t")
+PIXEL_TERMS = ("mse", "l1", "periodic")  # built here, no model to load
 MSE_SCALE = 255.0 ** 2  # CompressAI's RateDistortionLoss puts λ on 255²·MSE
 
 
@@ -69,6 +69,45 @@ class L1Term(nn.Module):
         return self.scale * nn.functional.l1_loss(x_hat, x)
 
 
+class PeriodicErrorTerm(nn.Module):
+    """The part of the error that repeats with a period of ``period`` pixels, as a mean square in 8-bit levels².
+
+    The error x̂ − x is folded onto one ``period`` × ``period`` tile (averaged over every tile of the image), the
+    tile's own mean (a colour offset, which MSE already sees) is taken out, and the rest is squared. A faint lattice
+    painted over a whole background (a hedge between a plain and a dotted pattern, or a decoder's upsampling
+    artefact at its latent stride) is a few levels on a few pixels of each tile: next to nothing in the MSE, but
+    all of it lands in this term, while errors that do not repeat (edges of objects) mostly average out of the
+    tile. Images whose sides are not multiples of ``period`` are cropped to them.
+
+    ``target_max`` (in the term's units) limits it to images that do not repeat themselves: an image whose own
+    folded tile (x alone, as if x̂ were black) exceeds it counts zero, so that a codec is asked not to *invent*
+    a pattern on plain backgrounds without being asked to draw every real pattern (stripes, dots) exactly.
+    """
+
+    name = "periodic"
+
+    def __init__(self, period: int = 8, scale: float = MSE_SCALE, target_max: float | None = None):
+        super().__init__()
+        self.period, self.scale, self.target_max = period, scale, target_max
+
+    def tile_energy(self, error: torch.Tensor) -> torch.Tensor:
+        """Per image: the mean square of ``error`` folded onto one tile, less the tile's mean (× ``scale``)."""
+        p = self.period
+        n, c, h, w = error.shape
+        h, w = h - h % p, w - w % p
+        if not h or not w:
+            raise ValueError(f"images of {error.shape[2]}x{error.shape[3]} px are smaller than the period {p}")
+        tile = error[:, :, :h, :w].reshape(n, c, h // p, p, w // p, p).mean(dim=(2, 4))
+        tile = tile - tile.mean(dim=(2, 3), keepdim=True)
+        return self.scale * tile.pow(2).mean(dim=(1, 2, 3))
+
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor, captions=None) -> torch.Tensor:
+        energy = self.tile_energy(x_hat - x)
+        if self.target_max is not None:
+            energy = energy * (self.tile_energy(x) <= self.target_max)
+        return energy.mean()
+
+
 class CodecLoss(nn.Module):
     """``bpp + λ·Σ κ_t·term_t(x̂, x, captions)`` with every term reported by name.
 
@@ -92,6 +131,8 @@ class CodecLoss(nn.Module):
             terms["mse"] = MSETerm(mse_scale)
         if "l1" in self.kappa and "l1" not in terms:
             terms["l1"] = L1Term()
+        if "periodic" in self.kappa and "periodic" not in terms:
+            terms["periodic"] = PeriodicErrorTerm()
         missing = set(self.kappa) - set(terms)
         if missing:
             raise ValueError(f"loss terms {sorted(missing)} have weights but no module")

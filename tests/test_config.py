@@ -85,6 +85,11 @@ def test_narrowed_qualities_keep_only_their_own_widths(tmp_path):
         path = tmp_path / "narrow.yaml"
         path.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {"qualities": qualities}}))
         assert load_config(str(path)).image_codec.sizes == sizes
+    for written, sizes in (({}, {}), ({1: {"M": 64}}, {1: {"M": 64}})):  # a narrowed preset's own widths only
+        path.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {"qualities": [1], "sizes": written}}))
+        assert load_config(str(path)).image_codec.sizes == sizes
+    path.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {"sizes": {7: {"M": 192}}}}))
+    assert load_config(str(path)).image_codec.sizes == {7: {"M": 192}, 10: {"M": 128}}  # and the base's kept
     path.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {"qualities": [1], "sizes": {10: {"M": 64}}}}))
     with pytest.raises(ConfigError, match="offered rate point"):  # written in the same preset: checked as written
         load_config(str(path))

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from itc_core.cli import main
 from itc_core.errors import ConfigError, WeightsError
 from itc_core.finetune import TinyScenes, build_loss, load_finetune_config, lr_factor, read_segments, train
-from itc_core.losses import CodecLoss
+from itc_core.losses import CodecLoss, PeriodicErrorTerm
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -180,6 +180,44 @@ def test_l1_term_prefers_the_likelier_signal_where_mse_hedges():
     assert float(best_guess(loss.terms["l1"], 1e-3)[0, 0, 1, 1]) * 255 == pytest.approx(0, abs=0.5)
     assert float(best_guess(CodecLoss(1.0, {"mse": 1.0}).terms["mse"], 1e-5)[0, 0, 1, 1]) * 255 == pytest.approx(4.2, abs=0.2)
 
+
+
+def test_periodic_term_sees_a_faint_lattice_that_mse_barely_weighs():
+    """A 4-level dot on every 8-px tile (a faint grid over a whole background) lands whole in the periodic term,
+    a colour offset not at all, and one 40-level blob in one tile of 64 almost not: the term singles out what
+    repeats. ``loss.period`` sets the tile; sides that are not multiples of it are cropped."""
+    x = torch.zeros(1, 3, 64, 64)
+    grid = x.clone()
+    grid[:, :, 4::8, 4::8] = 4 / 255
+    blob = x.clone()
+    blob[:, :, 4, 4] = 40 / 255
+    term = build_loss(load_finetune_config({"loss": {"kappa": {"mse": 1.0, "periodic": 1.0}}}).loss).terms["periodic"]
+    mse = CodecLoss(1.0, {"mse": 1.0}).terms["mse"]
+    assert float(term(grid, x)) == pytest.approx(float(mse(grid, x)) * 63 / 64, rel=1e-4)  # the tile's mean is an offset
+    assert float(term(x + 0.1, x)) == pytest.approx(0, abs=1e-6)
+    assert float(term(blob, x)) == pytest.approx(float(mse(blob, x)) / 64 * 63 / 64, rel=1e-4)
+    assert float(term(grid[..., :63, :61], x[..., :63, :61])) == pytest.approx(float(term(grid[..., :56, :56], x[..., :56, :56])))
+    sixteen = build_loss(load_finetune_config({"loss": {"kappa": {"periodic": 1.0}, "period": 16}}).loss).terms["periodic"]
+    assert sixteen.period == 16 and float(sixteen(grid, x)) == pytest.approx(float(term(grid, x)), rel=1e-4)
+    with pytest.raises(ValueError, match="smaller than the period 16"):
+        sixteen(grid[..., :8, :8], x[..., :8, :8])
+
+
+def test_periodic_term_can_skip_targets_that_repeat_themselves():
+    """With ``periodic_target_max`` the term asks a codec not to invent a lattice on a plain target, and leaves
+    alone one that is patterned itself (its stripes drawn too faintly are MSE's business)."""
+    plain = torch.zeros(2, 3, 64, 64)
+    striped = plain.clone()
+    striped[:, :, ::8] = 42 / 255
+    invented = plain.clone()
+    invented[:, :, 4::8, 4::8] = 4 / 255
+    spec = {"loss": {"kappa": {"periodic": 1.0}, "periodic_target_max": 50}}
+    term = build_loss(load_finetune_config(spec).loss).terms["periodic"]
+    every = PeriodicErrorTerm(8)
+    assert float(term(invented, plain)) == pytest.approx(float(every(invented, plain)))
+    assert float(every(striped / 2, striped)) > 1 and float(term(striped / 2, striped)) == 0
+    both = torch.cat([plain[:1], striped[:1]]), torch.cat([invented[:1], striped[:1] / 2])
+    assert float(term(both[1], both[0])) == pytest.approx(float(every(invented[:1], plain[:1])) / 2)  # a mean per image
 
 def test_missing_semantic_weights_raise_naming_them(tmp_path):
     with pytest.raises(WeightsError, match="nowhere"):

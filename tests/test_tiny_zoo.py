@@ -168,7 +168,7 @@ def test_recipe_rate_points_may_carry_their_own_widths(tmp_path):
     assert recipe["rate_points"][11] == 0.3 and recipe["sizes"][11] == {"M": 192}
     values["rate_points"][11] = {"lambda": 0.3, "K": 8}
     path.write_text(yaml.safe_dump(values))
-    with pytest.raises(ValueError, match="rate point 11 takes lambda, N, M, from and train"):
+    with pytest.raises(ValueError, match="rate point 11 takes lambda, N, M, from, train and then"):
         load_lic_recipe(path=path)
     values["rate_points"][11] = {"lambda": 2.0, "from": 1, "train": {"steps": 10, "lr": 1e-4}}
     path.write_text(yaml.safe_dump(values))
@@ -290,3 +290,35 @@ def test_a_time_boxed_schedule_ends_within_its_minutes():
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-4)  # decayed by the fitted end
     assert fit_schedule(optimiser(), 50, seconds=10.0, minutes=10.0, steps=1000) is None  # 3,000 fit: unchanged
+
+
+def test_a_rate_point_with_a_second_stage(tmp_path):
+    """``then``: after its schedule, a point trains again from its own final weights with the loss and schedule
+    given there (the shipped q1-q3: MSE, then the periodic term), and ships the second stage's weights."""
+    from safetensors.torch import load_file
+
+    recipe = small_recipe()
+    then = {"loss": {"kappa": {"mse": 1.0, "periodic": 300.0}, "periodic_target_max": 50}, "train": {"steps": 1}}
+    recipe.update(rate_points={1: 0.001}, sizes={}, then={1: then})
+    out, work = tmp_path / "lic", tmp_path / "work"
+    manifest = train_lic_zoo(out, work, recipe)
+    entry = manifest["models"]["1"]
+    assert (entry["steps"], entry["then"]["steps"]) == (2, 1)
+    assert entry["then"]["loss"]["kappa"] == {"mse": 1.0, "periodic": 300.0} and entry["then"]["loss"]["lmbda"] == 0.001
+    stage2, = (work / "q1").glob("then-*")  # named by the first stage's weights
+    assert torch.load(stage2 / "checkpoint.pt", weights_only=True)["step"] == 1
+    first, second = (load_file(str(d / "final.safetensors")) for d in (work / "q1", stage2))
+    assert not torch.equal(first["g_s.0.weight"], second["g_s.0.weight"])
+    shipped = load_file(str(out / entry["file"]))
+    assert torch.equal(shipped["g_s.0.weight"], second["g_s.0.weight"].half())
+    assert manifest["recipe"]["then"] == {"1": then}
+    with pytest.raises(ValueError, match="then"):
+        import yaml
+
+        from itc_core.tinyworld.train_lic import RECIPE
+
+        values = yaml.safe_load(RECIPE.read_text())
+        values["rate_points"][1] = {"lambda": 0.001, "then": {"optimiser": {}}}
+        path = tmp_path / "recipe.yaml"
+        path.write_text(yaml.safe_dump(values))
+        load_lic_recipe(path=path)

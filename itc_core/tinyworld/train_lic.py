@@ -53,20 +53,25 @@ def load_lic_recipe(overrides: dict | None = None, path: str | Path = RECIPE) ->
     for rate points whose widths differ from ``run.model``'s, ``starts`` {quality: quality it starts from} and
     ``train`` {quality: ``train`` keys of its own} for rate points fine-tuned from another, and ``test_scenes``."""
     values = _read_yaml(Path(path))
-    rate_points, sizes, starts, trains = {}, {}, {}, {}
+    rate_points, sizes, starts, trains, thens = {}, {}, {}, {}, {}
     for q, point in values.pop("rate_points").items():
-        if isinstance(point, dict):  # {lambda: λ, N: .., M: .., from: q', train: {..}}
+        if isinstance(point, dict):  # {lambda: λ, N: .., M: .., from: q', train: {..}, then: {loss: {..}, train: {..}}}
             own = {k: v for k, v in point.items() if k in ("N", "M")}
-            if "lambda" not in point or set(point) - {"lambda", "N", "M", "from", "train"} or not all(
-                    isinstance(v, int) and v > 0 for v in own.values()) or not isinstance(point.get("train", {}), dict):
-                raise ValueError(f"{path}: rate point {q} takes lambda, N, M, from and train (lambda required, N and "
-                                 f"M positive integers, train a mapping), got {point}")
+            then = point.get("then", {})
+            if "lambda" not in point or set(point) - {"lambda", "N", "M", "from", "train", "then"} or not all(
+                    isinstance(v, int) and v > 0 for v in own.values()) or not isinstance(point.get("train", {}), dict) \
+                    or not isinstance(then, dict) or set(then) - {"loss", "train"} \
+                    or not all(isinstance(v, dict) for v in then.values()):
+                raise ValueError(f"{path}: rate point {q} takes lambda, N, M, from, train and then (lambda required, N "
+                                 f"and M positive integers, train a mapping, then {{loss: .., train: ..}}), got {point}")
             if own:
                 sizes[int(q)] = own
             if "from" in point:
                 starts[int(q)] = int(point["from"])
             if point.get("train"):
                 trains[int(q)] = dict(point["train"])
+            if then:
+                thens[int(q)] = {k: dict(v) for k, v in then.items()}
             point = point["lambda"]
         rate_points[int(q)] = float(point)
     for q, source in starts.items():
@@ -76,9 +81,9 @@ def load_lic_recipe(overrides: dict | None = None, path: str | Path = RECIPE) ->
                              "of the same N and at most as many latent channels M")
     test_scenes = int(values.pop("test_scenes", 100))
     recipe = {"run": values, "rate_points": rate_points, "sizes": sizes, "starts": starts, "train": trains,
-              "test_scenes": test_scenes}
+              "then": thens, "test_scenes": test_scenes}
     for key, value in (overrides or {}).items():
-        if key in ("rate_points", "sizes", "starts", "test_scenes"):
+        if key in ("rate_points", "sizes", "starts", "then", "test_scenes"):
             recipe[key] = value
         elif isinstance(value, dict):
             recipe["run"].setdefault(key, {}).update(value)
@@ -154,6 +159,18 @@ def _shipped_file(out_dir: Path, source: int, quality: int) -> Path:
     return out_dir / entry["file"]
 
 
+def _then_run(run: dict, run_dir: Path, then: dict) -> tuple[dict, Path]:
+    """The finetune config and folder of a rate point's second stage (``then``): its own ``loss`` keys over the
+    point's, its own ``train`` keys over the point's, starting from the first stage's final weights; the folder is
+    named after those weights, so a retrained first stage starts the second afresh."""
+    final = (run_dir / "final.safetensors").resolve()
+    then_dir = run_dir / f"then{files_tag([final])}"
+    loss = {**run.get("loss", {}), **then.get("loss", {}), "lmbda": run["loss"]["lmbda"]}
+    model = {**run["model"], "init": str(final), "widen": False}
+    return dict(run, model=model, loss=loss, train={**run.get("train", {}), **then.get("train", {})},
+                out_dir=str(then_dir)), then_dir
+
+
 def train_lic_zoo(out_dir: Path, workdir: Path, recipe: dict | None = None, qualities: list[int] | None = None,
                   device: str | None = None, max_minutes: float | None = None, compile: bool = False) -> dict:
     """Train (or resume) the rate points ``qualities`` and export them with a manifest into ``out_dir``.
@@ -187,9 +204,17 @@ def train_lic_zoo(out_dir: Path, workdir: Path, recipe: dict | None = None, qual
                             **({"compile": True} if compile else {})}
         t0 = time.time()
         result = train(load_finetune_config(run))
-        entry = _export(run_dir, q, lmbda, run, recipe["test_scenes"], out_dir, time.time() - t0)
-        entry["steps"], entry["planned_steps"] = result["steps"], result["planned_steps"]
         segments = read_segments(run_dir)  # a resumed run's stretches may come from other machines
+        first = result
+        if q in recipe.get("then", {}):  # a second stage with its own loss and schedule, from the first's weights
+            run, run_dir = _then_run(run, run_dir, recipe["then"][q])
+            result = train(load_finetune_config(run))
+            segments += read_segments(run_dir)
+        entry = _export(run_dir, q, lmbda, run, recipe["test_scenes"], out_dir, time.time() - t0)
+        entry["steps"], entry["planned_steps"] = first["steps"], first["planned_steps"]
+        if result is not first:
+            entry["then"] = {"steps": result["steps"], "planned_steps": result["planned_steps"],
+                             "loss": run["loss"], "train": recipe["then"][q].get("train", {})}
         if segments:
             entry["train_seconds"] = round(sum(s["seconds"] for s in segments), 1)
             entry["segments"] = segments
@@ -207,7 +232,8 @@ def train_lic_zoo(out_dir: Path, workdir: Path, recipe: dict | None = None, qual
             manifest.update({
                 "recipe": {"run": recipe["run"], "rate_points": recipe["rate_points"],
                            "sizes": recipe.get("sizes", {}), "starts": recipe.get("starts", {}),
-                           "train": recipe.get("train", {}), "test_scenes": recipe["test_scenes"]},
+                           "train": recipe.get("train", {}), "then": recipe.get("then", {}),
+                           "test_scenes": recipe["test_scenes"]},
                 "command": "itc tiny-zoo --only lic",
                 "data": {"test_seeds": [split_seeds("test", recipe["test_scenes"])[0],
                                         split_seeds("test", recipe["test_scenes"])[-1]]},
