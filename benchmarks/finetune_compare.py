@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--lic", help="a retrained LIC folder (weights + manifest.json) instead of the semantic variant")
     parser.add_argument("--variant", default="semantic", help="the preset's LIC variant to compare (default: semantic)")
     args = parser.parse_args()
+    if args.lic and args.variant != "semantic":
+        parser.error("--lic compares a retrained folder with the base; --variant a variant of the preset: one of them")
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         other_yaml = Path(tmp) / "other.yaml"

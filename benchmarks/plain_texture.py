@@ -1,6 +1,6 @@
 """The dot grid on plain backgrounds: how much of the "dotted" pattern each LIC rate point paints where there is none.
 
-    python benchmarks/plain_texture.py [--scenes 100] [--preset tiny] [--semantic] [--variant NAME ...]
+    python benchmarks/plain_texture.py [--scenes 100] [--preset tiny] [--semantic] [--variant NAME [--variant NAME2]]
                                         [--refine STEPS [--refine-qualities Q ...]]
                                         [--json out.json]
 

@@ -258,7 +258,9 @@ def _inherit(base: dict, override: dict) -> dict:
     if not isinstance(qualities, list) or not isinstance(inherited, dict) or not isinstance(own.get("sizes", {}), dict):
         return merged  # load_config reports bad qualities or sizes
     kept = {q: v for q, v in inherited.items() if q in qualities}  # the base's widths of the points still offered
-    merged["image_codec"]["sizes"] = {**kept, **own.get("sizes", {})}  # and those written here, checked as written
+    written = {q: {**(kept.get(q) if isinstance(kept.get(q), dict) else {}), **v} if isinstance(v, dict) else v
+               for q, v in own.get("sizes", {}).items()}  # merged into the base's width of the same point
+    merged["image_codec"]["sizes"] = {**kept, **written}  # load_config checks what is written as written
     return merged
 
 

@@ -78,7 +78,9 @@ class LossSpec:
     lpips: str = "clip"  # "clip": LPIPS-style distance on the CLIP vision tower; or "alex"/"vgg" (lpips package)
     mse_scale: float = 65025.0  # 255²: λ on CompressAI's scale; 1: MSE on [0, 1] pixels as in the paper
     period: int = 8  # the ``periodic`` term's tile, in pixels (8: the tiny world's patterns; 16: mbt2018's latent stride)
-    periodic_target_max: float | None = None  # the ``periodic`` term skips images that repeat more than this themselves
+    periodic_target_max: float | None = None  # the ``periodic`` term counts 0 for targets that repeat more than this
+    # themselves (their own folded energy; in the tiny world plain and checkered backgrounds, whose 16-px period folds
+    # away on an 8-px tile, stay under 25; dotted and striped ones exceed 100); the term is still a mean over the batch
 
 
 @dataclass
@@ -156,6 +158,11 @@ def load_finetune_config(source: str | Path | dict, overrides: dict | None = Non
         raise ConfigError(f"data.kind {cfg.data.kind!r}; valid: tiny, folder, coco")
     if cfg.train.steps < 1 or cfg.train.batch_size < 1:
         raise ConfigError("train.steps and train.batch_size must be positive")
+    limit = cfg.loss.periodic_target_max
+    if not isinstance(cfg.loss.period, int) or isinstance(cfg.loss.period, bool) or cfg.loss.period < 1 or (
+            limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0)):
+        raise ConfigError(f"loss.period must be a positive integer (pixels) and loss.periodic_target_max a number "
+                          f">= 0 or null, got {cfg.loss.period!r} and {limit!r}")
     return cfg
 
 

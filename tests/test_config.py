@@ -90,6 +90,8 @@ def test_narrowed_qualities_keep_only_their_own_widths(tmp_path):
         assert load_config(str(path)).image_codec.sizes == sizes
     path.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {"sizes": {7: {"M": 192}}}}))
     assert load_config(str(path)).image_codec.sizes == {7: {"M": 192}, 10: {"M": 128}}  # and the base's kept
+    path.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {"qualities": [10], "quality": 10, "sizes": {10: {"N": 80}}}}))
+    assert load_config(str(path)).image_codec.size(10) == (80, 128)  # merged into the base's width of that point
     path.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {"qualities": [1], "sizes": {10: {"M": 64}}}}))
     with pytest.raises(ConfigError, match="offered rate point"):  # written in the same preset: checked as written
         load_config(str(path))

@@ -201,6 +201,9 @@ def test_periodic_term_sees_a_faint_lattice_that_mse_barely_weighs():
     assert sixteen.period == 16 and float(sixteen(grid, x)) == pytest.approx(float(term(grid, x)), rel=1e-4)
     with pytest.raises(ValueError, match="smaller than the period 16"):
         sixteen(grid[..., :8, :8], x[..., :8, :8])
+    for bad in ({"period": 0}, {"period": 2.5}, {"periodic_target_max": -1}, {"periodic_target_max": "plain"}):
+        with pytest.raises(ConfigError, match="loss.period"):
+            load_finetune_config({"loss": {"kappa": {"periodic": 1.0}, **bad}})
 
 
 def test_periodic_term_can_skip_targets_that_repeat_themselves():

@@ -312,13 +312,32 @@ def test_a_rate_point_with_a_second_stage(tmp_path):
     shipped = load_file(str(out / entry["file"]))
     assert torch.equal(shipped["g_s.0.weight"], second["g_s.0.weight"].half())
     assert manifest["recipe"]["then"] == {"1": then}
-    with pytest.raises(ValueError, match="then"):
-        import yaml
 
-        from itc_core.tinyworld.train_lic import RECIPE
 
-        values = yaml.safe_load(RECIPE.read_text())
-        values["rate_points"][1] = {"lambda": 0.001, "then": {"optimiser": {}}}
-        path = tmp_path / "recipe.yaml"
+def test_a_second_stage_waits_for_an_unfinished_first_and_refuses_its_own_lambda(tmp_path, monkeypatch):
+    import yaml
+
+    from itc_core.tinyworld import train_lic
+    from itc_core.tinyworld.train_lic import RECIPE
+
+    real_train = train_lic.train
+
+    def stopped_early(cfg):  # as a time box (max_minutes) would leave it: checkpointed, not finished
+        return {**real_train(cfg), "steps": 1}
+
+    monkeypatch.setattr(train_lic, "train", stopped_early)
+    recipe = small_recipe()
+    recipe.update(rate_points={1: 0.001}, sizes={}, then={1: {"loss": {"kappa": {"periodic": 1.0}}}})
+    manifest = train_lic_zoo(tmp_path / "lic", tmp_path / "work", recipe)
+    assert "then" not in manifest["models"]["1"] and not list((tmp_path / "work" / "q1").glob("then-*"))
+
+    values = yaml.safe_load(RECIPE.read_text())
+    path = tmp_path / "recipe.yaml"
+    for bad in ({"optimiser": {}}, {"loss": {"lmbda": 0.1}}, {"train": 3}):
+        values["rate_points"][1] = {"lambda": 0.001, "then": bad}
         path.write_text(yaml.safe_dump(values))
-        load_lic_recipe(path=path)
+        with pytest.raises(ValueError, match="without a λ of its own"):
+            load_lic_recipe(path=path)
+    values["rate_points"][1] = {"lambda": 0.001, "then": {"loss": {"kappa": {"mse": 1.0}}}}
+    path.write_text(yaml.safe_dump(values))
+    assert load_lic_recipe(path=path)["then"] == {1: {"loss": {"kappa": {"mse": 1.0}}}}

@@ -51,7 +51,9 @@ def _widens(source: dict, target: dict) -> bool:
 def load_lic_recipe(overrides: dict | None = None, path: str | Path = RECIPE) -> dict:
     """The zoo recipe: ``run`` (a finetune config dict), ``rate_points`` {quality: λ}, ``sizes`` {quality: {N, M}}
     for rate points whose widths differ from ``run.model``'s, ``starts`` {quality: quality it starts from} and
-    ``train`` {quality: ``train`` keys of its own} for rate points fine-tuned from another, and ``test_scenes``."""
+    ``train`` {quality: ``train`` keys of its own} for rate points fine-tuned from another, ``then`` {quality:
+    {loss: .., train: ..}} for rate points trained again after their schedule with a loss and schedule of their
+    own (from the first stage's weights, at the same λ; the second stage is what ships), and ``test_scenes``."""
     values = _read_yaml(Path(path))
     rate_points, sizes, starts, trains, thens = {}, {}, {}, {}, {}
     for q, point in values.pop("rate_points").items():
@@ -61,9 +63,9 @@ def load_lic_recipe(overrides: dict | None = None, path: str | Path = RECIPE) ->
             if "lambda" not in point or set(point) - {"lambda", "N", "M", "from", "train", "then"} or not all(
                     isinstance(v, int) and v > 0 for v in own.values()) or not isinstance(point.get("train", {}), dict) \
                     or not isinstance(then, dict) or set(then) - {"loss", "train"} \
-                    or not all(isinstance(v, dict) for v in then.values()):
+                    or not all(isinstance(v, dict) for v in then.values()) or "lmbda" in then.get("loss", {}):
                 raise ValueError(f"{path}: rate point {q} takes lambda, N, M, from, train and then (lambda required, N "
-                                 f"and M positive integers, train a mapping, then {{loss: .., train: ..}}), got {point}")
+                                 f"and M positive integers, train a mapping, then {{loss: .., train: ..}} without a λ of its own), got {point}")
             if own:
                 sizes[int(q)] = own
             if "from" in point:
@@ -161,8 +163,9 @@ def _shipped_file(out_dir: Path, source: int, quality: int) -> Path:
 
 def _then_run(run: dict, run_dir: Path, then: dict) -> tuple[dict, Path]:
     """The finetune config and folder of a rate point's second stage (``then``): its own ``loss`` keys over the
-    point's, its own ``train`` keys over the point's, starting from the first stage's final weights; the folder is
-    named after those weights, so a retrained first stage starts the second afresh."""
+    point's (but λ stays the point's: ``then.loss.lmbda`` is refused when the recipe is read), its own ``train``
+    keys over the point's, starting from the first stage's final weights (float32, not the shipped float16 file);
+    the folder is named after those weights, so a retrained first stage starts the second afresh."""
     final = (run_dir / "final.safetensors").resolve()
     then_dir = run_dir / f"then{files_tag([final])}"
     loss = {**run.get("loss", {}), **then.get("loss", {}), "lmbda": run["loss"]["lmbda"]}
@@ -205,16 +208,19 @@ def train_lic_zoo(out_dir: Path, workdir: Path, recipe: dict | None = None, qual
         t0 = time.time()
         result = train(load_finetune_config(run))
         segments = read_segments(run_dir)  # a resumed run's stretches may come from other machines
-        first = result
-        if q in recipe.get("then", {}):  # a second stage with its own loss and schedule, from the first's weights
+        first, then = result, None
+        if q in recipe.get("then", {}) and result["steps"] < result["planned_steps"]:
+            print(f"rate point {q}: its schedule stopped at step {result['steps']} of {result['planned_steps']}; "
+                  "the second stage (then) waits until it is finished (rerun to resume)", file=sys.stderr)
+        elif q in recipe.get("then", {}):  # a second stage with its own loss and schedule, from the first's weights
             run, run_dir = _then_run(run, run_dir, recipe["then"][q])
             result = train(load_finetune_config(run))
-            segments += read_segments(run_dir)
+            then = {"steps": result["steps"], "planned_steps": result["planned_steps"], "loss": run["loss"],
+                    "train": run["train"], "segments": read_segments(run_dir)}
         entry = _export(run_dir, q, lmbda, run, recipe["test_scenes"], out_dir, time.time() - t0)
         entry["steps"], entry["planned_steps"] = first["steps"], first["planned_steps"]
-        if result is not first:
-            entry["then"] = {"steps": result["steps"], "planned_steps": result["planned_steps"],
-                             "loss": run["loss"], "train": recipe["then"][q].get("train", {})}
+        if then:
+            entry["then"] = then
         if segments:
             entry["train_seconds"] = round(sum(s["seconds"] for s in segments), 1)
             entry["segments"] = segments
