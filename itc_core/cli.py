@@ -24,7 +24,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import ItcError, WeightsError
+from .errors import ConfigError, ItcError, WeightsError
 
 __all__ = ["main"]
 
@@ -569,10 +569,21 @@ def cmd_finetune(args) -> None:
     cfg = load_finetune_config(args.config, overrides)
     if args.out_dir:
         cfg.out_dir = args.out_dir
+    if (args.export is None) != (args.quality is None):
+        raise ConfigError("--export FOLDER and --quality Q go together (the rate point the weights ship as)")
     result = train(cfg)
     if "bpp_real" in result:
         print(f"{cfg.out_dir}: {result['steps']} steps; validation {result['bpp_real']:.4f} bpp (real bytes), "
               f"{result['psnr_db']:.2f} dB -> {Path(cfg.out_dir) / 'final.safetensors'}")
+    if args.export is not None:
+        from dataclasses import asdict
+
+        from .config import resolve_path
+        from .tinyworld.train_lic import export_point
+
+        entry = export_point(Path(cfg.out_dir), args.quality, asdict(cfg), resolve_path(args.export), args.config)
+        print(f"rate point {args.quality} -> {resolve_path(args.export) / entry['file']}: {entry['test']['bpp_real']:.4f} "
+              f"bpp, {entry['test']['psnr_db']:.2f} dB on {entry['test']['scenes']} test scenes")
 
 
 _THREADS_HELP = ("torch CPU threads for the models (default: torch's, all cores); entropy coding always uses one. "
@@ -667,6 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="a run YAML, or a recipe name under itc_core/recipes")
     p.add_argument("--steps", type=int, help="override train.steps")
     p.add_argument("--out-dir", help="override out_dir (checkpoints, metrics.csv, final.safetensors)")
+    p.add_argument("--export", metavar="FOLDER", help="then ship the weights into FOLDER (float16, manifest.json; "
+                   "relative to data/) as rate point --quality, measured on 100 test scenes")
+    p.add_argument("--quality", type=int, help="the rate point --export ships the weights as")
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("tiny-zoo", help="retrain the tiny world's models into data/")

@@ -47,7 +47,8 @@ class ImageCodecConfig:
             paths start at the data directory. Overrides ``pretrained``.
         variant: ``base`` (``weights``), or the name of an entry of ``variants``.
         variants: other weights of the same architecture, e.g. the semantic-perceptual
-            fine-tune: ``{semantic: {weights: ..., qualities: [1, 2, 3]}}``.
+            fine-tune: ``{semantic: {weights: ..., qualities: [1, 2, 3]}}``. A variant that does not
+            ship says how to make it (``make``: a command, ``{quality}`` filled in per missing point).
     """
 
     architecture: str = "mbt2018-mean"
@@ -285,6 +286,12 @@ def load_config(name_or_path: str = "tiny") -> Config:
         raise ConfigError(f"{cfg.name}: image_codec.pretrained must be true or false, got {ic.pretrained!r}")
     if ic.variant != "base":
         weights, qualities = ic.variant_weights()
+        make = ic.variants[ic.variant].get("make")
+        missing = [q for q in qualities if make and weights and not resolve_path(weights.format(quality=q)).is_file()]
+        if missing:
+            raise ConfigError(f"{cfg.name}: LIC variant {ic.variant} has no weights for rate points {missing} yet "
+                              f"(it does not ship); make them with: "
+                              + "; ".join(make.format(quality=q) for q in missing))
         ic.weights, ic.qualities = weights, list(qualities)
         if ic.quality not in ic.qualities:
             ic.quality = ic.qualities[0]

@@ -260,3 +260,31 @@ def test_accelerate_two_cpu_processes_run_one_short_epoch(tmp_path, main_process
     rows = list(csv.DictReader((tmp_path / "ddp" / "metrics.csv").open()))
     assert [r["step"] for r in rows if r["split"] == "train"] == ["1", "2", "3", "4"]  # logged once, by rank 0
     assert (tmp_path / "ddp" / "final.safetensors").exists()
+
+
+def test_a_finetune_run_exports_as_a_rate_point_of_a_lic_folder(tmp_path, capsys):
+    """``itc finetune --export FOLDER --quality Q``: the run's weights ship as float16 with a manifest entry that
+    a preset (or ``finetune_compare.py --lic``) reads; a second point merges into the same manifest."""
+    import json
+
+    import yaml
+
+    from itc_core.cli import main
+    from itc_core.image_codec import ImageCodec
+
+    run = tmp_path / "run.yaml"
+    run.write_text(yaml.safe_dump(tiny_run(tmp_path / "out", steps=2)))
+    folder = tmp_path / "lic"
+    assert main(["finetune", "--config", str(run), "--export", str(folder)]) == 2
+    assert "go together" in capsys.readouterr().err and not (tmp_path / "out").exists()  # refused before training
+    for q in (2, 3):
+        assert main(["finetune", "--config", str(run), "--export", str(folder), "--quality", str(q)]) == 0
+    models = json.loads((folder / "manifest.json").read_text())["models"]
+    assert sorted(models) == ["2", "3"] and models["3"]["run"]["loss"]["lmbda"] == 0.01
+    assert models["3"]["command"].endswith(f"--export {folder} --quality 3") and models["3"]["test"]["scenes"] == 100
+    from itc_core.config import ImageCodecConfig
+
+    cfg = ImageCodecConfig(N=16, M=24, qualities=[3], weights=str(folder / "mbt2018-mean-q{quality}.safetensors"))
+    codec = ImageCodec.from_config(cfg, 3)
+    payload = codec.compress(torch.rand(1, 3, 64, 64))
+    assert codec.decompress(payload.strings, 64, 64).shape == (1, 3, 64, 64)

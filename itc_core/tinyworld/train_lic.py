@@ -151,6 +151,36 @@ def _export(run_dir: Path, quality: int, lmbda: float, run: dict, test_scenes: i
     }
 
 
+def _update_manifest(path: Path, lock: Path, quality: int, entry: dict, fields: dict | None = None,
+                     spread_environment: bool = False) -> None:
+    """Put rate point ``quality``'s ``entry`` into the manifest ``path`` (points in order, top-level ``fields`` set),
+    under the lock ``lock``, written whole or not at all. ``spread_environment``: an older manifest's one
+    environment for all points goes into each point's entry."""
+    with _locked(lock):
+        manifest = json.loads(path.read_text()) if path.exists() else {"models": {}}
+        manifest["models"][str(quality)] = entry
+        manifest["models"] = dict(sorted(manifest["models"].items(), key=lambda kv: int(kv[0])))
+        shared = manifest.pop("environment", None) if spread_environment else None
+        for other in manifest["models"].values() if shared else ():
+            other.setdefault("environment", shared)
+        manifest.update(fields or {})
+        tmp = path.with_suffix(".part")
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        tmp.replace(path)
+
+
+def export_point(run_dir: Path, quality: int, run: dict, out_dir: Path, config: str, test_scenes: int = 100) -> dict:
+    """Ship an ``itc finetune`` run's final weights as rate point ``quality`` of the LIC folder ``out_dir``: the
+    float16 file, measured on ``test_scenes`` test scenes, and its entry (with the run) merged into the manifest."""
+    segments = read_segments(run_dir)
+    entry = _export(run_dir, quality, run["loss"]["lmbda"], run, test_scenes, out_dir,
+                    sum(s["seconds"] for s in segments))
+    entry.update(segments=segments, run=run, command=f"itc finetune --config {config} --export {out_dir} "
+                                                     f"--quality {quality}")
+    _update_manifest(out_dir / "manifest.json", out_dir / "manifest", quality, entry)
+    return entry
+
+
 def _shipped_file(out_dir: Path, source: int, quality: int) -> Path:
     """The exported weights of rate point ``source`` in ``out_dir``, which rate point ``quality`` starts from."""
     manifest = out_dir / "manifest.json"
@@ -228,25 +258,15 @@ def train_lic_zoo(out_dir: Path, workdir: Path, recipe: dict | None = None, qual
             "python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform(),
             "device": device or "auto", "threads": torch.get_num_threads(), "compile": compile,
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
-        with _locked(workdir / "manifest"):
-            manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"models": {}}
-            manifest["models"][str(q)] = entry
-            manifest["models"] = dict(sorted(manifest["models"].items(), key=lambda kv: int(kv[0])))
-            shared = manifest.pop("environment", None)  # older manifests: one for all points; now each has its own
-            for other in manifest["models"].values() if shared else ():
-                other.setdefault("environment", shared)
-            manifest.update({
-                "recipe": {"run": recipe["run"], "rate_points": recipe["rate_points"],
-                           "sizes": recipe.get("sizes", {}), "starts": recipe.get("starts", {}),
-                           "train": recipe.get("train", {}), "then": recipe.get("then", {}),
-                           "test_scenes": recipe["test_scenes"]},
-                "command": "itc tiny-zoo --only lic",
-                "data": {"test_seeds": [split_seeds("test", recipe["test_scenes"])[0],
-                                        split_seeds("test", recipe["test_scenes"])[-1]]},
-            })
-            tmp = manifest_path.with_suffix(".part")
-            tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-            tmp.replace(manifest_path)
+        _update_manifest(manifest_path, workdir / "manifest", q, entry, spread_environment=True, fields={
+            "recipe": {"run": recipe["run"], "rate_points": recipe["rate_points"],
+                       "sizes": recipe.get("sizes", {}), "starts": recipe.get("starts", {}),
+                       "train": recipe.get("train", {}), "then": recipe.get("then", {}),
+                       "test_scenes": recipe["test_scenes"]},
+            "command": "itc tiny-zoo --only lic",
+            "data": {"test_seeds": [split_seeds("test", recipe["test_scenes"])[0],
+                                    split_seeds("test", recipe["test_scenes"])[-1]]},
+        })
     return json.loads(manifest_path.read_text())
 
 
@@ -319,16 +339,8 @@ def train_semantic_zoo(out_dir: Path, base_dir: Path, workdir: Path, qualities: 
                         time.time() - t0)
         entry.update(steps=result["steps"], planned_steps=result["planned_steps"], base_lambda=base["lambda"],
                      base_terms=at_start)
-        with _locked(workdir / "manifest"):
-            manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"models": {}}
-            manifest["models"][str(q)] = entry
-            manifest["models"] = dict(sorted(manifest["models"].items(), key=lambda kv: int(kv[0])))
-            manifest.update({"recipe": SEMANTIC_RECIPE.name, "base": "tiny/lic",
-                             "command": "itc tiny-zoo --only lic-semantic",
-                             "environment": {"python": sys.version.split()[0], "torch": torch.__version__,
-                                             "device": device or "auto",
-                                             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}})
-            tmp = manifest_path.with_suffix(".part")
-            tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-            tmp.replace(manifest_path)
+        _update_manifest(manifest_path, workdir / "manifest", q, entry, fields={
+            "recipe": SEMANTIC_RECIPE.name, "base": "tiny/lic", "command": "itc tiny-zoo --only lic-semantic",
+            "environment": {"python": sys.version.split()[0], "torch": torch.__version__, "device": device or "auto",
+                            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}})
     return json.loads(manifest_path.read_text())
