@@ -2,7 +2,7 @@
 
     python benchmarks/finetune_compare.py [--scenes 200] [--json out.json]
     python benchmarks/finetune_compare.py --lic FOLDER [--qualities Q ...]   # the shipped base against a retrained LIC
-    python benchmarks/finetune_compare.py --variant degrid                  # against another variant of the preset
+    python benchmarks/finetune_compare.py --variant NAME                    # against another variant of the preset
 
 ``--lic`` takes a folder that ``itc tiny-zoo --only lic --out X`` wrote (``X/lic``: weights and
 manifest) and compares the rate points it holds with the shipped ones of the same numbers.

@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--semantic", action="store_true", help="also the preset's semantic variant")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME",
-                        help="also this LIC variant of the preset (image_codec.variants; repeatable), e.g. degrid")
+                        help="also this LIC variant of the preset (image_codec.variants; repeatable)")
     parser.add_argument("--refine", type=int, default=0, metavar="STEPS",
                         help="also the grid after STEPS steps of test-time latent refinement (0: skip)")
     parser.add_argument("--refine-qualities", type=int, nargs="+", default=[1, 2, 3], help="rate points to refine")

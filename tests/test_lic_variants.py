@@ -25,12 +25,14 @@ def test_variant_files_match_their_manifest(variant):
 
 def test_a_variant_that_does_not_ship_names_the_commands_that_make_it(tmp_path, monkeypatch):
     monkeypatch.setenv("ITC_DATA_DIR", str(tmp_path))  # an empty data directory: no variant weights there
-    path = tmp_path / "degrid.yaml"
-    path.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {"variant": "degrid"}}))
-    with pytest.raises(ConfigError, match=r"rate points \[1, 2, 3\].*tiny-lic-degrid-q1 --export tiny/lic-degrid "
-                                          r"--quality 1; itc finetune --config tiny-lic-degrid-q2"):
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {"variant": "mine", "variants": {"mine": {
+        "weights": "mine/mbt2018-mean-q{quality}.safetensors", "qualities": [1, 2],
+        "make": "itc finetune --config my-q{quality} --export mine --quality {quality}"}}}}))
+    with pytest.raises(ConfigError, match=r"rate points \[1, 2\].*itc finetune --config my-q1 --export mine "
+                                          r"--quality 1; itc finetune --config my-q2"):
         load_config(str(path))
-    (tmp_path / "tiny" / "lic-degrid").mkdir(parents=True)
-    for q in (1, 2, 3):
-        (tmp_path / "tiny" / "lic-degrid" / f"mbt2018-mean-q{q}.safetensors").write_bytes(b"")
-    assert load_config(str(path)).image_codec.qualities == [1, 2, 3]
+    (tmp_path / "mine").mkdir()
+    for q in (1, 2):
+        (tmp_path / "mine" / f"mbt2018-mean-q{q}.safetensors").write_bytes(b"")
+    assert load_config(str(path)).image_codec.qualities == [1, 2]
