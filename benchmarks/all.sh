@@ -22,6 +22,7 @@ BENCHMARKS=(
   "caption_quality_test|benchmarks/caption_quality.py --scenes 0 --clip-scenes 0 --select-scenes 1000 --select-split test --beams 4 --rate-aware-beams 4 --json $OUT/caption_quality_test.json"
   "caption_bits|benchmarks/caption_bits.py --captions 200 --determinism 50 --json $OUT/caption_bits.json"
   "referee_accuracy|benchmarks/referee_accuracy.py --scenes 1000 --json $OUT/referee_accuracy.json"
+  "pick_guidance|benchmarks/pick_guidance.py --scenes 200 --json $OUT/pick_guidance.json"
   "restore_acceptance|benchmarks/restore_acceptance.py --scenes 200 --json $OUT/restore_acceptance.json"
   "eval|-m itc_core.cli eval --dataset tiny --limit 200 --out $OUT/eval-tiny-200"
   "fuzz|benchmarks/fuzz_itc.py --json $OUT/fuzz.json"
