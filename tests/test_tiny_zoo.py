@@ -18,6 +18,7 @@ def small_recipe(steps: int = 2) -> dict:
         "rate_points": {1: 0.001, 2: 0.05},
         "sizes": {2: {"M": 32}},  # a high rate point with more latent channels, as the shipped q7
         "test_scenes": 2,
+        "then": {},  # the shipped q1-q3's second stages: tests that want one give their own
     })
 
 
@@ -340,4 +341,6 @@ def test_a_second_stage_waits_for_an_unfinished_first_and_refuses_its_own_lambda
             load_lic_recipe(path=path)
     values["rate_points"][1] = {"lambda": 0.001, "then": {"loss": {"kappa": {"mse": 1.0}}}}
     path.write_text(yaml.safe_dump(values))
-    assert load_lic_recipe(path=path)["then"] == {1: {"loss": {"kappa": {"mse": 1.0}}}}
+    assert load_lic_recipe(path=path)["then"][1] == {"loss": {"kappa": {"mse": 1.0}}}
+    shortened = load_lic_recipe(overrides={"train": {"steps": 5}})  # `itc tiny-zoo --steps 5`: second stages too
+    assert {q: stage["train"]["steps"] for q, stage in shortened["then"].items()} == {1: 5, 2: 5, 3: 5}

@@ -89,9 +89,11 @@ def load_lic_recipe(overrides: dict | None = None, path: str | Path = RECIPE) ->
             recipe[key] = value
         elif isinstance(value, dict):
             recipe["run"].setdefault(key, {}).update(value)
-            if key == "train":  # e.g. --steps: for every rate point, own schedules included
+            if key == "train":  # e.g. --steps: for every rate point, own schedules and second stages included
                 for own in recipe["train"].values():
                     own.update(value)
+                for stage in recipe["then"].values():
+                    stage.setdefault("train", {}).update(value)
         else:
             recipe["run"][key] = value
     return recipe
