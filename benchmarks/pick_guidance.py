@@ -16,31 +16,11 @@ import json
 import time
 
 import torch
-from tqdm.auto import tqdm
 
 from itc_core.codec import ImageTextCodec
-from itc_core.evaluate import _as_tensor, _scores
-from itc_core.restorer import wavelet_colour_fix
-from itc_core.tinyworld import sample, split_seeds
+from itc_core.evaluate import guidance_study
+from itc_core.tinyworld import split_seeds
 from itc_core.tinyworld.referee import Referee
-
-
-def guidance_table(codec, referee, seeds, qualities, scales) -> dict:
-    """{quality: {guidance: referee scores}} for the LMM caption + colour fix on scenes ``seeds``."""
-    originals_pil = [sample(s)[0] for s in seeds]
-    originals = _as_tensor(originals_pil)
-    captions = [codec.caption(im) for im in tqdm(originals_pil, desc="LMM captions")]
-    codec.restorer.pipeline.set_progress_bar_config(disable=True)
-    table = {}
-    for q in qualities:
-        recons_pil = [codec.reconstruct(im, q) for im in originals_pil]
-        recons = _as_tensor(recons_pil)
-        table[q] = {}
-        for g in tqdm(scales, desc=f"q{q} guidance"):
-            restored = _as_tensor(codec.restorer.restore_batch(recons_pil, captions, guidance=g, seed=0,
-                                                               colour_fix=False, qualities=[q] * len(seeds)))
-            table[q][g] = _scores(referee, wavelet_colour_fix(restored, recons), originals, list(seeds))
-    return table
 
 
 def best(rows: dict) -> float:
@@ -59,7 +39,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    table = guidance_table(ImageTextCodec.from_preset(args.preset), Referee.load(), split_seeds("val", args.scenes),
+    table = guidance_study(ImageTextCodec.from_preset(args.preset), Referee.load(), split_seeds("val", args.scenes),
                            args.qualities, args.guidance)
     print(f"\n{args.scenes} val scenes; LMM caption + colour fix; exact %, referee distance, PSNR\n")
     print("| guidance | " + " | ".join(f"q{q}" for q in table) + " |")

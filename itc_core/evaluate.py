@@ -27,7 +27,7 @@ from .captioner import caption_candidates, generation_kwargs, pick_caption, rank
 from .tinyworld import caption_accuracy, caption_confusions, sample
 from .tinyworld.scenes import ATTRIBUTES
 
-__all__ = ["caption_rows", "selection_rows", "selection_summary", "SELECTION_MODES", "restoration_study",
+__all__ = ["caption_rows", "selection_rows", "selection_summary", "SELECTION_MODES", "restoration_study", "guidance_study",
            "restoration_panels", "REFEREE_ATTRIBUTES", "EvalSettings", "run_eval"]
 
 # (mode, beam candidates N) compared by default: the paper's greedy caption and the two selections at N = 4 and 8.
@@ -185,6 +185,28 @@ def restoration_study(codec, referee, seeds, qualities=None, steps: int | None =
                                                     for im in originals_pil) / len(seeds),
                               "rows": rows, "colour_control": control}
     return report
+
+
+def guidance_study(codec, referee, seeds, qualities, scales, progress: bool = True) -> dict:
+    """{quality: {guidance: referee scores}} of restorations with the LMM's caption of the original and the colour
+    fix (what a user gets) on scenes ``seeds`` at each guidance in ``scales`` (``benchmarks/pick_guidance.py``)."""
+    from .restorer import wavelet_colour_fix
+
+    seeds = list(seeds)
+    codec.restorer.pipeline.set_progress_bar_config(disable=True)
+    originals_pil = [sample(s)[0] for s in seeds]
+    originals = _as_tensor(originals_pil)
+    captions = [codec.caption(im) for im in tqdm(originals_pil, desc="LMM captions", disable=not progress)]
+    table = {}
+    for q in qualities:
+        recons_pil = [codec.reconstruct(im, q) for im in originals_pil]
+        recons = _as_tensor(recons_pil)
+        table[q] = {}
+        for g in tqdm(scales, desc=f"q{q} guidance", disable=not progress):
+            restored = _as_tensor(codec.restorer.restore_batch(recons_pil, captions, guidance=g, seed=0,
+                                                               colour_fix=False, qualities=[q] * len(seeds)))
+            table[q][g] = _scores(referee, wavelet_colour_fix(restored, recons), originals, seeds)
+    return table
 
 
 def restoration_panels(codec, referee, seed: int, quality: int, steps: int | None = None,

@@ -1,9 +1,10 @@
-"""``benchmarks/pick_guidance.py``: the guidance per rate point it picks, on a real (tiny) run."""
+"""``benchmarks/pick_guidance.py`` and ``itc_core.evaluate.guidance_study``: the guidance per rate point, on a real (tiny) run."""
 
 import importlib.util
 from pathlib import Path
 
 from itc_core.codec import ImageTextCodec
+from itc_core.evaluate import guidance_study
 from itc_core.tinyworld import split_seeds
 from itc_core.tinyworld.referee import Referee
 
@@ -20,8 +21,7 @@ def test_best_takes_the_most_exact_scenes_and_breaks_ties_by_distance():
 
 
 def test_guidance_table_scores_every_point_and_scale_on_val_scenes():
-    table = pick_guidance.guidance_table(ImageTextCodec.from_preset("tiny"), Referee.load(),
-                                         split_seeds("val", 2), [1], [1.0, 2.0])
+    table = guidance_study(ImageTextCodec.from_preset("tiny"), Referee.load(), split_seeds("val", 2), [1], [1.0, 2.0])
     assert set(table) == {1} and set(table[1]) == {1.0, 2.0}
     for scores in table[1].values():
         assert 0 <= scores["exact"] <= 100 and scores["referee_distance"] > 0 and scores["psnr"] > 10
