@@ -6,6 +6,7 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -66,6 +67,20 @@ def test_tiny_pipeline_is_seeded_and_follows_its_arguments(tiny_restorer):
     assert tiny_restorer.restore(odd, "", steps=1).size == (37, 21)
 
 
+def _levels_apart(x: Image.Image, y: Image.Image) -> tuple[int, float]:
+    """(max, mean) absolute difference of two uint8 images, in levels."""
+    diff = np.abs(np.asarray(x, dtype=np.int16) - np.asarray(y, dtype=np.int16))
+    return int(diff.max()), float(diff.mean())
+
+
+def assert_same_restoration(x: Image.Image, y: Image.Image) -> None:
+    """Restorations of one input that may differ only in float rounding: a batch of three runs other kernel
+    shapes than one image does (bit-identical on some CPUs, not on AVX2-only ones), and 2 denoising steps
+    amplify a last-bit difference to at most a few levels. Guidance 1 against 2.5 moves the mean by 1.5 levels."""
+    most, mean = _levels_apart(x, y)
+    assert most <= 4 and mean <= 0.1, (most, mean)
+
+
 def test_guidance_per_rate_point_applies_to_each_image_of_a_batch(tiny_restorer):
     """A batch with images of two rate points restores each as it would alone, with its own point's guidance."""
     per_point = Restorer(replace(tiny_restorer.config, guidance=1.0, guidance_by_quality={1: 2.5}))
@@ -73,12 +88,15 @@ def test_guidance_per_rate_point_applies_to_each_image_of_a_batch(tiny_restorer)
     (a, _), (b, _) = sample(2_000_023), sample(2_000_024)
     text = "a red star at the top left on a plain white background"
     batch = per_point.restore_batch([a, b, a], [text] * 3, steps=2, qualities=[1, 2, None])
-    assert batch[0].tobytes() == tiny_restorer.restore(a, text, steps=2, guidance=2.5).tobytes()
-    assert batch[1].tobytes() == tiny_restorer.restore(b, text, steps=2, guidance=1.0).tobytes()
-    assert batch[2].tobytes() == tiny_restorer.restore(a, text, steps=2, guidance=1.0).tobytes()
-    assert batch[0].tobytes() != batch[2].tobytes()  # the guidance made a difference
-    assert per_point.restore(a, text, steps=2, quality=1).tobytes() == batch[0].tobytes()
-    assert per_point.restore(a, text, steps=2, quality=1, guidance=1.0).tobytes() == batch[2].tobytes()  # explicit wins
+    assert_same_restoration(batch[0], tiny_restorer.restore(a, text, steps=2, guidance=2.5))
+    assert_same_restoration(batch[1], tiny_restorer.restore(b, text, steps=2, guidance=1.0))
+    assert_same_restoration(batch[2], tiny_restorer.restore(a, text, steps=2, guidance=1.0))
+    assert _levels_apart(batch[0], batch[2])[1] > 0.5  # the guidance made a difference, well beyond rounding
+    # One image at a time runs the same kernels: there the rate point's guidance must give the very same bytes.
+    assert (per_point.restore(a, text, steps=2, quality=1).tobytes()
+            == tiny_restorer.restore(a, text, steps=2, guidance=2.5).tobytes())
+    assert (per_point.restore(a, text, steps=2, quality=1, guidance=1.0).tobytes()
+            == tiny_restorer.restore(a, text, steps=2, guidance=1.0).tobytes())  # explicit wins
     with pytest.raises(ValueError, match="qualities"):
         per_point.restore_batch([a, b], [text] * 2, qualities=[1])
 
