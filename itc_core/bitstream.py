@@ -1,4 +1,4 @@
-"""The ``.itc`` container: everything the decoder needs besides the model weights (DESIGN §4).
+"""The ``.itc`` container: everything the decoder needs besides the model weights (docs/design.md §4).
 
 Layout, version 2 (varint = unsigned LEB128)::
 
@@ -45,11 +45,11 @@ import binascii
 import hashlib
 from dataclasses import dataclass
 
-from .errors import ItcError
+from .errors import ImageSizeError, ItcError
 
 __all__ = [
     "MAGIC", "VERSION", "PRESET_CODES", "TEXT_METHODS", "MAX_SIDE", "MAX_PIXELS", "CHECK_BYTES", "ItcFile",
-    "header", "pack", "unpack", "sizes", "check_value", "model_fingerprint", "fingerprint_byte",
+    "check_size", "header", "pack", "unpack", "sizes", "check_value", "model_fingerprint", "fingerprint_byte",
     "BitstreamError", "NotAnItcFile", "UnsupportedVersion", "TruncatedFile", "CorruptedFile", "ModelMismatch",
 ]
 
@@ -142,6 +142,11 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
+def check_size(width: int, height: int) -> None:
+    """Raise :class:`~itc_core.errors.ImageSizeError` for an image of a size no ``.itc`` file can hold."""
+    _check_size(width, height, ImageSizeError)
+
+
 def _check_size(width: int, height: int, error) -> None:
     if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE and width * height <= MAX_PIXELS):
         raise error(f"image of {width}x{height} px: itc codes sides of 1-{MAX_SIDE} px and at most "
@@ -150,7 +155,7 @@ def _check_size(width: int, height: int, error) -> None:
 
 def header(f: ItcFile) -> bytes:
     """The bytes before the payload."""
-    _check_size(f.width, f.height, ValueError)
+    _check_size(f.width, f.height, ImageSizeError)
     if f.preset not in PRESET_CODES:
         raise ValueError(f"unknown preset {f.preset!r}; valid: {', '.join(PRESET_CODES)}")
     if f.text_method is not None and f.text_method not in TEXT_METHODS:

@@ -13,6 +13,12 @@ Methods (``METHODS``):
   which the decoder has too (never the original image), so the caption costs
   fewer bits: it only pays for what the original adds beyond the reconstruction.
 
+``auto`` (the presets' choice) is not a method of its own: per caption it codes
+with the cheapest method at hand, by what the caption will really cost
+(:func:`choose_method`), and the file records that method. A caption the LMM
+codes badly (text from another world) or cannot code at all (a tokenizer that
+does not reproduce it) then costs what ``utf8``/``zlib`` would.
+
 The message ends with the model's EOS token (a length guard stops a corrupt
 stream). Determinism is by construction: encoder and decoder run exactly the
 same incremental computation (prefill prompt + image, then one token per step
@@ -26,28 +32,39 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+from collections import OrderedDict
 import lzma
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .caption_methods import LM_METHODS, METHOD_CODES, METHODS
+from .caption_methods import AUTO, CHOICES, LM_METHODS, METHOD_CODES, METHODS
 from .determinism import one_thread
 from .errors import ItcError
 from .rangecoder import StreamDecoder, StreamEncoder, StreamError
 
-__all__ = ["METHODS", "METHOD_CODES", "LM_METHODS", "AC_METHODS", "CaptionPayload", "CaptionCodingError",
-           "NextTokenModel", "compress_caption", "decompress_caption", "encode_caption", "decode_caption",
-           "compare_methods", "MAX_CAPTION_CHARS"]
+__all__ = ["METHODS", "METHOD_CODES", "LM_METHODS", "AC_METHODS", "AUTO", "CHOICES", "AUTO_ORDER", "CaptionPayload",
+           "MethodChoice", "CaptionCodingError", "NextTokenModel", "compress_caption", "decompress_caption",
+           "encode_caption", "decode_caption", "choose_method", "in_file_bits", "compare_methods", "MAX_CAPTION_CHARS"]
 
 AC_METHODS = ("lm-ac", "lmm-ac")  # range-coded: in an .itc file their tokens share the file's one stream
+AUTO_ORDER = ("lmm-ac", "lm-ac", "utf8", "zlib", "lzma", "rank-zlib")  # auto's candidates; a tie goes to the earlier
 MAX_CAPTION_CHARS = 20_000
+_RECENT_PASSES = 3  # LMM passes NextTokenModel keeps: the text-only one, and the latest with a reconstruction or two
+_RECENT_BYTES = 64 << 20  # a longer pass (a 7B LMM's 32k vocabulary x 250 tokens) is not kept
 BLANK_GRAY = 128  # the context of the text-only methods: a uniform mid-gray image
-_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]  # the decoder's (64 MiB dictionary)
+
+
+def _lzma_filters(size: int) -> list[dict]:
+    """The encoder's filters for ``size`` bytes: preset 9e with a dictionary just covering the input (at least
+    4 KiB), which gives the same bytes as the 64 MiB one in a 300th of the time (65 ms a caption: the big
+    dictionary's match finder takes most of a gigabyte)."""
+    return [dict(_LZMA_FILTERS[0], dict_size=max(4096, 1 << (max(size, 1) - 1).bit_length()))]
 
 
 class CaptionCodingError(ItcError):
@@ -55,14 +72,45 @@ class CaptionCodingError(ItcError):
 
 
 @dataclass
+class MethodChoice:
+    """How ``auto`` chose a caption's method.
+
+    Attributes:
+        method: the method it coded with: the cheapest in ``bits`` (a tie goes to the earlier of ``AUTO_ORDER``).
+        bits: the cost of each method at hand, in bits: inside a file (:func:`in_file_bits`) or, for a
+            standalone payload, its bytes.
+        ruled_out: method → why it could not code this caption (no LMM, no reconstruction, a tokenizer
+            that does not reproduce the caption, a caption longer than the LMM's context).
+    """
+
+    method: str
+    bits: dict[str, float]
+    ruled_out: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line: the method, every candidate's bits (cheapest first) and what was ruled out, why."""
+        costs = ", ".join(f"{m} {b:.1f}" for m, b in sorted(self.bits.items(), key=lambda item: item[1]))
+        reasons: dict[str, list[str]] = {}
+        for method, why in self.ruled_out.items():
+            reasons.setdefault(why, []).append(method)
+        ruled = "".join(f"; not {'/'.join(methods)}: {why}" for why, methods in reasons.items())
+        return f"auto chose {self.method} (bits: {costs}){ruled}"
+
+
+@dataclass
 class CaptionPayload:
-    """A coded caption: ``data`` is the whole payload; ``nll_bits`` the model's −log2 p of the tokens (LM methods)."""
+    """A coded caption: ``data`` is the whole payload; ``nll_bits`` the model's −log2 p of the tokens (LM methods).
+
+    ``method_choice`` says how ``auto`` chose ``method`` (None when the method was asked for by name).
+    Inside an ``.itc`` file, ``lm-ac``/``lmm-ac`` payloads have empty ``data``: their tokens are in the stream.
+    """
 
     method: str
     data: bytes
     chars: int
     tokens: int | None = None
     nll_bits: float | None = None
+    method_choice: MethodChoice | None = None
 
     @property
     def bits(self) -> int:
@@ -95,6 +143,7 @@ class NextTokenModel:
         self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.max_positions = getattr(self.model.config.get_text_config(), "max_position_embeddings", 4096)
         self._fingerprint = None
+        self._recent: OrderedDict[tuple, np.ndarray] = OrderedDict()  # see distributions
 
     @classmethod
     def from_pretrained(cls, path: str | Path, prompt: str) -> "NextTokenModel":
@@ -146,7 +195,29 @@ class NextTokenModel:
         return out.cache if hasattr(out, "cache") and out.cache is not None else out.past_key_values
 
     def distributions(self, image: Image.Image, tokens: list[int]) -> np.ndarray:
-        """(len(tokens), V) float64 next-token distributions along ``tokens``: exactly the decoder's path."""
+        """(len(tokens), V) float64 next-token distributions along ``tokens``: exactly the decoder's path.
+
+        The last few results up to 64 MB are kept, read-only (the weights are fixed once loaded): ``auto``
+        codes one caption at every rate point with the same text-only pass, and rate-aware selection has
+        already run the pass of the caption it keeps.
+        """
+        key = (image.mode, image.size, hashlib.sha256(image.tobytes()).digest(), tuple(int(t) for t in tokens))
+        if key in self._recent:
+            self._recent.move_to_end(key)
+            return self._recent[key]
+        probs = self._distributions(image, tokens)
+        probs.setflags(write=False)
+        if probs.nbytes <= _RECENT_BYTES:
+            self._recent[key] = probs
+        while len(self._recent) > _RECENT_PASSES:
+            self._recent.popitem(last=False)
+        return probs
+
+    def forget(self) -> None:
+        """Drop the passes :meth:`distributions` keeps (to time a method's whole cost)."""
+        self._recent.clear()
+
+    def _distributions(self, image: Image.Image, tokens: list[int]) -> np.ndarray:
         rows = []
         with one_thread():
             out, prefix = self._prefill(image)
@@ -221,9 +292,118 @@ def _check(text: str) -> None:
         raise CaptionCodingError("caption is not valid Unicode text (undecodable bytes?)") from None
 
 
+class _LmPasses:
+    """A caption's tokens and the LMM's distributions along them: one pass per context (blank or reconstruction),
+    shared by the methods that read it (``rank-zlib`` and ``lm-ac`` the blank one), errors included."""
+
+    def __init__(self, text: str, lm: NextTokenModel, context_image: Image.Image | None):
+        self.text, self.lm, self.context_image = text, lm, context_image
+        self._done: dict[str, object] = {}
+
+    def _once(self, key: str, compute):
+        if key not in self._done:
+            try:
+                self._done[key] = compute()
+            except CaptionCodingError as err:
+                self._done[key] = err
+        if isinstance(self._done[key], CaptionCodingError):
+            raise self._done[key]
+        return self._done[key]
+
+    def tokens(self) -> np.ndarray:
+        """The caption's token ids plus EOS (CaptionCodingError when the tokenizer does not reproduce it)."""
+        return self._once("tokens", lambda: np.array(self.lm.tokenize(self.text), dtype=np.int32))
+
+    def probs(self, method: str) -> np.ndarray:
+        """(tokens, V) next-token distributions in ``method``'s context: exactly what its coder uses."""
+        key = "reconstruction" if method == "lmm-ac" else "blank"
+        return self._once(key, lambda: self.lm.distributions(_context(method, self.context_image),
+                                                             self.tokens().tolist()))
+
+
+def _lm_payload(method: str, passes: _LmPasses, standalone: bool) -> CaptionPayload:
+    """``method``'s payload from ``passes``; in a file (not ``standalone``) AC methods have no bytes of their own."""
+    tokens, probs = passes.tokens(), passes.probs(method)
+    nll = float(-np.log2(probs[np.arange(len(tokens)), tokens]).sum())
+    if method == "rank-zlib":
+        order = np.argsort(-probs, axis=1, kind="stable")
+        ranks = np.argmax(order == tokens[:, None], axis=1)
+        data = zlib.compress(ranks.astype("<u2" if passes.lm.vocab_size <= 65536 else "<u4").tobytes(), 9)
+    else:
+        data = _range_encode(tokens, probs) if standalone else b""
+    return CaptionPayload(method, data, len(passes.text), len(tokens), nll)
+
+
+def _varint(n: int) -> bytes:
+    """Unsigned LEB128 of ``n``: the byte count in front of a non-AC caption inside a file."""
+    out = bytearray()
+    while True:
+        out.append(n & 0x7F | (0x80 if n >= 0x80 else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def in_file_bits(payload: CaptionPayload) -> float:
+    """What ``payload`` adds to an ``.itc`` file's stream, in bits (the file's ``caption`` bits).
+
+    ``lm-ac``/``lmm-ac``: the tokens' −log2 p under the LMM, as the stream counts it (no framing);
+    the other methods: 8·(varint byte count + payload bytes).
+    """
+    if payload.method in AC_METHODS:
+        return payload.nll_bits
+    return 8.0 * (len(_varint(len(payload.data))) + len(payload.data))
+
+
+def _unavailable(method: str, lm: NextTokenModel | None, context_image: Image.Image | None) -> str | None:
+    if method in LM_METHODS and lm is None:
+        return "no LMM"
+    if method == "lmm-ac" and context_image is None:
+        return "no reconstruction to look at"
+    return None
+
+
+def _choose(text: str, lm: NextTokenModel | None, context_image: Image.Image | None,
+            in_file: bool) -> tuple[CaptionPayload, _LmPasses | None]:
+    """The cheapest payload of ``text`` among ``AUTO_ORDER`` (its ``method_choice`` filled in), and the LMM passes."""
+    passes = None if lm is None else _LmPasses(text, lm, context_image)
+    payloads, ruled_out = {}, {}
+    for method in AUTO_ORDER:
+        why = _unavailable(method, lm, context_image)
+        try:
+            if why is None:
+                payloads[method] = (_lm_payload(method, passes, not in_file) if method in LM_METHODS
+                                    else compress_caption(text, method))
+        except CaptionCodingError as err:
+            why = str(err)
+        if why is not None:
+            ruled_out[method] = why
+    bits = {m: in_file_bits(p) if in_file else float(p.bits) for m, p in payloads.items()}
+    best = min(bits, key=lambda m: (bits[m], AUTO_ORDER.index(m)))
+    payloads[best].method_choice = MethodChoice(best, bits, ruled_out)
+    return payloads[best], passes
+
+
+def choose_method(text: str, lm: NextTokenModel | None = None, context_image: Image.Image | None = None,
+                  in_file: bool = True) -> MethodChoice:
+    """What ``auto`` would code ``text`` with, and every method's cost in bits.
+
+    Args:
+        lm: the preset's LMM (None: only ``utf8``/``zlib``/``lzma``).
+        context_image: the decoded reconstruction (None: no ``lmm-ac``).
+        in_file: cost inside an ``.itc`` file (:func:`in_file_bits`: AC methods their −log2 p in the shared
+            stream, the others a varint length and their bytes) rather than as a standalone payload.
+    """
+    _check(text)
+    return _choose(text, lm, context_image, in_file)[0].method_choice
+
+
 def compress_caption(text: str, method: str = "lmm-ac", lm: NextTokenModel | None = None,
                      context_image: Image.Image | None = None) -> CaptionPayload:
-    """Code ``text`` losslessly with ``method``; LM methods need ``lm`` (and ``lmm-ac`` the reconstruction)."""
+    """Code ``text`` losslessly with ``method``; LM methods need ``lm`` (and ``lmm-ac`` the reconstruction).
+
+    ``auto``: the method whose payload has the fewest bytes among those at hand (see :func:`choose_method`).
+    """
     _check(text)
     raw = text.encode("utf-8")
     if method == "utf8":
@@ -231,21 +411,15 @@ def compress_caption(text: str, method: str = "lmm-ac", lm: NextTokenModel | Non
     if method == "zlib":
         return CaptionPayload(method, zlib.compress(raw, 9), len(text))
     if method == "lzma":
-        return CaptionPayload(method, lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS), len(text))
+        return CaptionPayload(method, lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma_filters(len(raw))),
+                              len(text))
+    if method == AUTO:
+        return _choose(text, lm, context_image, in_file=False)[0]
     if method not in LM_METHODS:
-        raise CaptionCodingError(f"unknown caption method {method!r}; valid: {', '.join(METHODS)}")
+        raise CaptionCodingError(f"unknown caption method {method!r}; valid: {', '.join(CHOICES)}")
     if lm is None:
         raise CaptionCodingError(f"{method} needs the preset's LMM")
-    tokens = np.array(lm.tokenize(text), dtype=np.int32)
-    probs = lm.distributions(_context(method, context_image), tokens.tolist())
-    nll = float(-np.log2(probs[np.arange(len(tokens)), tokens]).sum())
-    if method == "rank-zlib":
-        order = np.argsort(-probs, axis=1, kind="stable")
-        ranks = np.argmax(order == tokens[:, None], axis=1)
-        data = zlib.compress(ranks.astype("<u2" if lm.vocab_size <= 65536 else "<u4").tobytes(), 9)
-    else:
-        data = _range_encode(tokens, probs)
-    return CaptionPayload(method, data, len(text), len(tokens), nll)
+    return _lm_payload(method, _LmPasses(text, lm, context_image), standalone=True)
 
 
 _MAX_BYTES = 4 * MAX_CAPTION_CHARS  # the most UTF-8 bytes (or rank bytes) a valid caption can need
@@ -312,30 +486,31 @@ _MAX_LENGTH_BYTES = 3  # varint of a byte count up to 2**21 > _MAX_BYTES
 
 def encode_caption(stream: StreamEncoder, text: str, method: str, lm: NextTokenModel | None = None,
                    context_image: Image.Image | None = None) -> CaptionPayload:
-    """Code ``text`` into a file's ``stream`` (after the latents).
+    """Code ``text`` into a file's ``stream`` (after the latents); the payload says which method coded it.
 
     ``lm-ac``/``lmm-ac``: the tokens, EOS-terminated, with the LMM's probabilities (no framing at all;
     the payload's ``data`` is empty, its bits are the stream's ``caption`` accounting). Other methods:
-    a varint byte count and the method's payload, 8 bits a byte.
+    a varint byte count and the method's payload, 8 bits a byte. ``auto``: the method of these whose
+    :func:`in_file_bits` are fewest (the LMM runs once per context it needs), so the caption never costs
+    more than ``utf8`` or ``zlib`` would; an LM method that cannot code the caption is passed over, while
+    one asked for by name raises :class:`CaptionCodingError`.
     """
-    if method not in AC_METHODS:
-        payload = compress_caption(text, method, lm, context_image)
-        n, length = len(payload.data), bytearray()
-        while True:
-            length.append(n & 0x7F | (0x80 if n >= 0x80 else 0))
-            n >>= 7
-            if not n:
-                break
-        stream.bytes(bytes(length) + payload.data, "caption")
-        return payload
     _check(text)
-    if lm is None:
-        raise CaptionCodingError(f"{method} needs the preset's LMM")
-    tokens = np.array(lm.tokenize(text), dtype=np.int32)
-    probs = lm.distributions(_context(method, context_image), tokens.tolist())
-    stream.categorical(tokens, probs, "caption")
-    nll = float(-np.log2(probs[np.arange(len(tokens)), tokens]).sum())
-    return CaptionPayload(method, b"", len(text), len(tokens), nll)
+    passes = None
+    if method == AUTO:
+        payload, passes = _choose(text, lm, context_image, in_file=True)
+    elif method in AC_METHODS:
+        if lm is None:
+            raise CaptionCodingError(f"{method} needs the preset's LMM")
+        passes = _LmPasses(text, lm, context_image)
+        payload = _lm_payload(method, passes, standalone=False)
+    else:
+        payload = compress_caption(text, method, lm, context_image)
+    if payload.method in AC_METHODS:
+        stream.categorical(passes.tokens(), passes.probs(payload.method), "caption")
+    else:
+        stream.bytes(_varint(len(payload.data)) + payload.data, "caption")
+    return payload
 
 
 def decode_caption(stream: StreamDecoder, method: str, lm: NextTokenModel | None = None,

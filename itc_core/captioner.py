@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from .caption_codec import LM_METHODS, NextTokenModel, compress_caption
+from .caption_codec import AUTO, LM_METHODS, NextTokenModel, compress_caption
 from .config import SELECT_MODES, CaptionConfig, resolve_model
 from .data import read_captions_csv
 from .errors import ConfigError, WeightsError
@@ -289,7 +289,8 @@ def select_caption(lm: NextTokenModel, image: Image.Image, mode: str = "greedy",
 
     ``lm_weight`` weighs the LMM's log-likelihood in the ranking score (:func:`ranking_scores`).
     ``rate-aware`` codes each candidate inside the margin with ``method`` given ``reconstruction``
-    (the decoder's context) and keeps the fewest real bits.
+    (the decoder's context) and keeps the fewest real bits (``auto``: its payload's, the fewest of every method;
+    ``ImageTextCodec.choose_caption`` counts ``lmm-ac``'s instead, one LMM pass a candidate).
     """
     if mode not in SELECT_MODES:
         raise ConfigError(f"unknown caption selection {mode!r}; valid: {', '.join(SELECT_MODES)}")
@@ -304,7 +305,7 @@ def select_caption(lm: NextTokenModel, image: Image.Image, mode: str = "greedy",
     if not texts:
         return CaptionChoice("", mode, [""])
     sims, logp, score = ranking_scores(lm, clip, image, texts, lm_weight)
-    coder = lm if method in LM_METHODS else None
+    coder = lm if method in LM_METHODS + (AUTO,) else None
     best, bits = pick_caption(texts, score, mode, margin,
                               lambda t: compress_caption(t, method, coder, reconstruction).bits)
     return CaptionChoice(texts[best], mode, texts, sims.tolist(), bits,

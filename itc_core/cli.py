@@ -1,13 +1,23 @@
-"""The ``itc`` command (DESIGN §5): encode, decode, inspect, caption compress/decompress, eval and tiny-zoo.
+"""The ``itc`` command (docs/design.md §5): encode, decode, inspect, caption compress/decompress, eval and tiny-zoo.
 
 Errors a user can fix (bad file, unknown preset, wrong weights) print one
 line ``itc: error: …`` on stderr and exit with status 2; ``--json`` prints one
 JSON object on stdout.
 
+Every check that needs no model runs before any model loads: options and
+their combinations, the preset and its rate points, each image's size (read
+from its header: sides of at most ``bitstream.MAX_SIDE`` px and
+``bitstream.MAX_PIXELS`` pixels) and readability, each ``.itc`` file's header.
+A bad argument prints the usage and ``itc: error: …`` (argparse's exit status 2).
+
 ``encode`` and ``decode`` take many inputs (files, directories, glob patterns)
 into an output directory: the models load once, each output is written
 atomically, a failed input prints ``itc: error: FILE: …`` while the others go
 on, and the exit status is 2 if any failed.
+
+Progress bars go to stderr, and only to a terminal: a batch's bar over its
+files, and for one file the restorer's denoising steps; the libraries' loading
+bars never. ``--quiet`` drops them all.
 
 Start-up matters (a user may call ``itc`` once per file): every stage is
 imported inside the command that needs it, so ``itc --help`` and
@@ -19,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import warnings
@@ -53,6 +64,8 @@ def _save_image(image, path: Path) -> None:
 
 def _read_bytes(path: str) -> bytes:
     p = Path(path)
+    if p.is_dir():
+        raise ItcError(f"{p}: is a directory, not a file")
     if not p.is_file():
         raise ItcError(f"{p}: no such file")
     return p.read_bytes()
@@ -111,19 +124,26 @@ def _plan(files: list[Path], out_dir: Path, suffix: str) -> tuple[list[tuple[Pat
     return pairs, errors
 
 
+def _one_line(err: Exception) -> str:
+    """``err``'s message on one line (a YAML parser's, for one, spans several, with a caret under the column)."""
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip(" ^"))
+
+
 def _error_line(path: Path, err: Exception) -> str:
-    message = str(err)
+    message = _one_line(err)
     return f"itc: error: {message}" if message.startswith(f"{path}:") else f"itc: error: {path}: {message}"
 
 
 def _run_batch(inputs: list[str], output: str, suffixes: tuple[str, ...], what: str, out_suffix: str,
-               code_one, verb: str) -> int:
+               code_one, verb: str, check_one=None, quiet: bool = False) -> int:
     """Code every file ``inputs`` name into the directory ``output``; one error line per failed input.
 
+    ``check_one(path)``, when given, checks one input without any model; it runs over every input before
+    the first ``code_one``, so the inputs it refuses are reported before any model loads.
     ``code_one(path, out)`` codes one file and returns ``(bytes of the .itc file, bits per pixel)``.
     Errors a user can fix about one input (:class:`ItcError`, ``OSError``) are reported and the batch goes
-    on; missing model weights (:class:`WeightsError`) concern every input and stop it. Returns 2 if any
-    input failed, else 0.
+    on; missing model weights (:class:`WeightsError`) concern every input and stop it. ``quiet``: no
+    progress bar. Returns 2 if any input failed, else 0.
     """
     from tqdm.auto import tqdm
 
@@ -135,7 +155,10 @@ def _run_batch(inputs: list[str], output: str, suffixes: tuple[str, ...], what: 
     for message in errors + collisions:
         print(f"itc: error: {message}", file=sys.stderr)
     failed, sizes, bpps = len(errors) + len(collisions), [], []
-    for path, out in tqdm(pairs, desc=f"itc {verb}", unit="file", disable=None):
+    if check_one is not None:
+        pairs, refused = _checked(pairs, check_one)
+        failed += refused
+    for path, out in tqdm(pairs, desc=f"itc {verb}", unit="file", disable=True if quiet else None):
         try:
             size, bpp = code_one(path, out)
         except WeightsError:
@@ -152,11 +175,27 @@ def _run_batch(inputs: list[str], output: str, suffixes: tuple[str, ...], what: 
     return 2 if failed else 0
 
 
+def _checked(pairs: list[tuple[Path, Path]], check_one) -> tuple[list[tuple[Path, Path]], int]:
+    """The pairs whose input passes ``check_one``, and how many did not (each reported on one line)."""
+    kept, refused = [], 0
+    for path, out in pairs:
+        try:
+            check_one(path)
+        except (ItcError, OSError) as err:
+            print(_error_line(path, err), file=sys.stderr)
+            refused += 1
+        else:
+            kept.append((path, out))
+    return kept, refused
+
+
 def _encode(codec, image, args):
     """``codec``'s encoding of ``image`` with the options of ``args`` (``--quality`` or ``--target-bpp``, caption)."""
     if args.target_bpp is not None:
-        return codec.encode_at_bpp(image, args.target_bpp, args.caption, caption_select=args.caption_select)
-    return codec.encode(image, args.quality, args.caption, caption_select=args.caption_select)
+        return codec.encode_at_bpp(image, args.target_bpp, args.caption, args.caption_select, args.caption_method,
+                                   not args.no_domain_check)
+    return codec.encode(image, args.quality, args.caption, args.caption_method, args.caption_select,
+                        not args.no_domain_check)
 
 
 def _encode_report(output, result, codec) -> list[str]:
@@ -164,8 +203,8 @@ def _encode_report(output, result, codec) -> list[str]:
              f"({result.width}x{result.height}, preset {codec.config.name}, quality {result.quality})"]
     if result.caption is not None:
         source = result.caption_choice.describe() if result.caption_choice else "given"
-        lines.append(f"caption ({result.caption_payload.method}, {result.bits['caption']:.1f} bits, {source}): "
-                     f"{result.caption}")
+        method = result.caption_payload.method + (" by auto" if result.caption_payload.method_choice else "")
+        lines.append(f"caption ({method}, {result.bits['caption']:.1f} bits, {source}): {result.caption}")
     return lines
 
 
@@ -176,26 +215,66 @@ def _set_threads(args) -> None:
         torch.set_num_threads(args.threads)
 
 
+def _hide_library_bars() -> None:
+    """``--quiet``: no progress bars from huggingface_hub, transformers or diffusers, imported yet or not."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when they are imported
+    for name in ("transformers", "diffusers"):  # transformers' switch turns huggingface_hub's off too
+        if name in sys.modules:
+            sys.modules[name].utils.logging.disable_progress_bar()
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
-def cmd_encode(args) -> int:
-    from .codec import ImageTextCodec
+def _writable_parent(path: Path) -> None:
+    """Refuse, before any work, an output whose folder cannot be made: a file stands in its path."""
+    for parent in path.parents:  # nearest first
+        if parent.exists():
+            if not parent.is_dir():
+                raise ItcError(f"{path}: {parent} is a file, not a directory")
+            return
 
-    _set_threads(args)
+
+def _encode_config(args):
+    """The preset's :class:`~itc_core.config.Config`, once the options pass the checks that need no model."""
+    from .config import load_config
+
     if args.target_bpp is not None and args.quality is not None:
         raise ItcError("give --quality or --target-bpp, not both")
+    if args.target_bpp is not None and not (math.isfinite(args.target_bpp) and args.target_bpp > 0):
+        raise ItcError(f"--target-bpp must be a positive number, got {args.target_bpp}")
     if args.caption is not None and args.caption_select:
         raise ItcError("give --caption or --caption-select (which LMM caption to keep), not both")
+    config = load_config(args.preset)
+    qualities = config.image_codec.qualities
+    if args.quality is not None and args.quality not in qualities:
+        raise ConfigError(f"quality {args.quality} not offered by preset {config.name}; "
+                          f"valid: {', '.join(map(str, qualities))}")
+    return config
+
+
+def cmd_encode(args) -> int:
+    config = _encode_config(args)
+    if args.quiet:
+        _hide_library_bars()
     if not _is_batch(args.images, args.output):
-        return _encode_single(args)
-    codec = ImageTextCodec.from_preset(args.preset)
-    if args.quality is not None:
-        codec.image_codec(args.quality)  # an unknown quality is one error, not one per file
+        return _encode_single(args, config)
+    from .codec import ImageTextCodec
+    from .data import check_image
+
+    _set_threads(args)
+    codec = ImageTextCodec(config)  # no model yet: they load with the first image that passes check_image
 
     def code_one(path: Path, out: Path) -> tuple[int, float]:
         from tqdm.auto import tqdm
@@ -205,12 +284,13 @@ def cmd_encode(args) -> int:
         image, notes = load_image(path)
         result = _encode(codec, image, args)
         _write_bytes(out, result.data)
-        for note in notes:
+        for note in notes + result.notes:  # the image's conversions, then the codec's (e.g. an empty caption)
             tqdm.write(f"itc: note: {path}: {note}", file=sys.stderr)
         tqdm.write("\n".join(_encode_report(out, result, codec)))
         return len(result.data), result.bpp
 
-    return _run_batch(args.images, args.output, _image_suffixes(), "images", ".itc", code_one, "encode")
+    return _run_batch(args.images, args.output, _image_suffixes(), "images", ".itc", code_one, "encode",
+                      check_image, args.quiet)
 
 
 def _image_suffixes() -> tuple[str, ...]:
@@ -220,15 +300,19 @@ def _image_suffixes() -> tuple[str, ...]:
     return tuple(sorted(s for s, fmt in Image.registered_extensions().items() if fmt in Image.OPEN))
 
 
-def _encode_single(args) -> int:
-    from .codec import ImageTextCodec
-    from .data import load_image
+def _encode_single(args, config) -> int:
+    from .data import check_image, load_image
 
+    _writable_parent(Path(args.output))
+    check_image(args.images[0])  # from the header: an image too large is refused before its pixels are read
     image, notes = load_image(args.images[0])
-    codec = ImageTextCodec.from_preset(args.preset)
+    _set_threads(args)
+    from .codec import ImageTextCodec  # torch: only once the image has passed
+
+    codec = ImageTextCodec(config)
     result = _encode(codec, image, args)
     _write_bytes(Path(args.output), result.data)
-    for note in notes:
+    for note in notes + result.notes:  # the image's conversions, then the codec's (e.g. an empty caption)
         print(f"itc: note: {note}", file=sys.stderr)
     print("\n".join(_encode_report(args.output, result, codec)))
     return 0
@@ -237,49 +321,99 @@ def _encode_single(args) -> int:
 _LOSSLESS = (".png", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
 
 
-def cmd_decode(args) -> int:
-    from .codec import ImageTextCodec  # after argparse: `itc decode --help` stays fast
+def _itc_file(path, preset: str | None) -> tuple[bytes, str]:
+    """(the bytes of the .itc file ``path``, the preset to decode it with), its header checked: no model needed."""
+    from . import bitstream
 
-    _set_threads(args)
+    data = _read_bytes(path)
+    stored = bitstream.unpack(data).preset  # also with a --preset: the header is checked before any model
+    preset = preset or stored
+    if preset == "custom":
+        raise ItcError(f"{path} was encoded with a custom preset YAML: pass it with --preset PATH")
+    return data, preset
+
+
+def _decoder_class(show_bar: bool):
+    """:class:`~itc_core.codec.ImageTextCodec` whose restorer loads (when a decode first uses it) without
+    diffusers' loading bar and runs with its denoising bar only when ``show_bar``, and then only on a terminal
+    (tqdm's ``disable=None``)."""
+    from .codec import ImageTextCodec  # torch: imported once a file's header has passed
+
+    class Decoder(ImageTextCodec):
+        @property
+        def restorer(self):
+            """The preset's restorer, its bars set as :func:`_decoder_class` says."""
+            restorer = super().restorer
+            if restorer.enabled:
+                import diffusers
+
+                diffusers.utils.logging.disable_progress_bar()  # "Loading pipeline components...", as transformers'
+                restorer.pipeline.set_progress_bar_config(disable=None if show_bar else True)
+            return restorer
+
+    return Decoder
+
+
+def _check_restore_args(args) -> None:
+    """``--steps``, ``--guidance`` and ``--seed`` within what the restorer takes, checked before any model loads."""
+    if args.steps is not None and args.steps < 1:
+        raise ItcError(f"--steps must be at least 1, got {args.steps}")
+    if args.guidance is not None and not (math.isfinite(args.guidance) and args.guidance >= 0):
+        raise ItcError(f"--guidance must be a number >= 0, got {args.guidance}")
+    if args.seed is not None and not 0 <= args.seed < 1 << 64:  # what torch.Generator.manual_seed takes
+        raise ItcError(f"--seed must be 0 to 2**64 - 1, got {args.seed}")
+
+
+def cmd_decode(args) -> int:
     codecs = {}
     restore_args = {k: getattr(args, k) for k in ("steps", "guidance", "seed") if getattr(args, k) is not None}
     if args.no_colour_fix:
         restore_args["colour_fix"] = False
     if args.no_restore and restore_args:
         raise ItcError(f"--no-restore writes the bare reconstruction: drop --{'/--'.join(restore_args).replace('_', '-')}")
+    _check_restore_args(args)
+    if args.quiet:
+        _hide_library_bars()
+    batch = _is_batch(args.files, args.output)
 
     def decode(path) -> tuple:
         """(DecodeResult, file size) of one .itc file; the codec of each preset is loaded once."""
-        from . import bitstream
-
-        data = _read_bytes(path)
-        preset = args.preset or bitstream.unpack(data).preset
-        if preset == "custom":
-            raise ItcError(f"{path} was encoded with a custom preset YAML: pass it with --preset PATH")
+        data, preset = _itc_file(path, args.preset)
         if preset not in codecs:
-            codecs[preset] = ImageTextCodec.from_preset(preset)
-        return codecs[preset].decode(data, restore=not args.no_restore, **restore_args), len(data)
+            _set_threads(args)
+            # One file shows the denoising bar; a batch, its own bar over the files.
+            codecs[preset] = _decoder_class(show_bar=not (args.quiet or batch)).from_preset(preset)
+        return codecs[preset].decode(data, restore=not args.no_restore, domain_check=not args.no_domain_check,
+                                     **restore_args), len(data)
 
-    if not _is_batch(args.files, args.output):
+    if not batch:
         out = Path(args.output)
         if out.suffix.lower() not in _LOSSLESS:
             raise ItcError(f"{out}: write a lossless image (.png, .bmp, .tif, .ppm, .webp), not {out.suffix or 'no suffix'}")
+        _writable_parent(out)
         result, _ = decode(args.files[0])
         _save_image(result.image, out)
+        for note in result.notes:  # e.g. why the restorer left the file as it is
+            print(f"itc: note: {note}", file=sys.stderr)
         print("\n".join(_decode_report(out, result)))
         return 0
     if args.preset:
-        codecs[args.preset] = ImageTextCodec.from_preset(args.preset)  # a bad --preset is one error, not one per file
+        from .config import load_config
+
+        load_config(args.preset)  # a bad --preset is one error, not one per file
 
     def code_one(path: Path, out: Path) -> tuple[int, float]:
         from tqdm.auto import tqdm
 
         result, size = decode(path)
         _save_image(result.image, out)
+        for note in result.notes:
+            tqdm.write(f"itc: note: {path}: {note}", file=sys.stderr)
         tqdm.write("\n".join(_decode_report(out, result)))
         return size, 8 * size / (result.file.width * result.file.height)
 
-    return _run_batch(args.files, args.output, (".itc",), ".itc files", ".png", code_one, "decode")
+    return _run_batch(args.files, args.output, (".itc",), ".itc files", ".png", code_one, "decode",
+                      lambda path: _itc_file(path, args.preset), args.quiet)
 
 
 def _decode_report(out, result) -> list[str]:
@@ -319,13 +453,11 @@ def cmd_inspect(args) -> None:
     if args.sizes:
         return _inspect_sizes(args)
     from . import bitstream
-    from .codec import ImageTextCodec, describe
 
-    data = _read_bytes(args.file)
+    data, preset = _itc_file(args.file, args.preset)
     f = bitstream.unpack(data)
-    preset = args.preset or f.preset
-    if preset == "custom":
-        raise ItcError(f"{args.file} was encoded with a custom preset YAML: pass it with --preset PATH")
+    from .codec import ImageTextCodec, describe  # torch: only once the file's header has passed
+
     codec = ImageTextCodec.from_preset(preset)
     decoded = codec.decode(data, caption=not args.no_caption, restore=False)
     models = {"lic": codec.image_codec(f.quality).fingerprint[:12]}
@@ -357,9 +489,9 @@ def _caption_context(args, method: str):
     from .codec import ImageTextCodec
     from .data import load_image
 
+    context = load_image(args.context_image)[0] if args.context_image else None  # before the LMM loads
     codec = ImageTextCodec.from_preset(args.preset)
-    lm = codec.lmm if method in LM_METHODS else None
-    context = load_image(args.context_image)[0] if args.context_image else None
+    lm = codec.lmm if method in LM_METHODS or method == "auto" and codec.config.caption.lmm else None
     return lm, context
 
 
@@ -374,15 +506,15 @@ def cmd_caption_compress(args) -> None:
     payload = compress_caption(args.text, method, lm, context)
     if args.output:
         # A standalone caption file: method code, CRC-32 of the caption, then the payload.
-        header = bytes([METHOD_CODES[method]]) + zlib.crc32(args.text.encode("utf-8")).to_bytes(4, "big")
+        header = bytes([METHOD_CODES[payload.method]]) + zlib.crc32(args.text.encode("utf-8")).to_bytes(4, "big")
         _write_bytes(Path(args.output), header + payload.data)
-    info = {"method": method, "chars": payload.chars, "tokens": payload.tokens, "bits": payload.bits,
+    info = {"method": payload.method, "chars": payload.chars, "tokens": payload.tokens, "bits": payload.bits,
             "bytes": len(payload.data), "nll_bits": payload.nll_bits, "file": args.output}
     if args.json:
         print(json.dumps(info))
     else:
         nll = f", model NLL {payload.nll_bits:.1f} bits" if payload.nll_bits is not None else ""
-        print(f"{method}: {payload.chars} characters -> {payload.bits} bits{nll}" + (f" -> {args.output}" if args.output else ""))
+        print(f"{payload.method}: {payload.chars} characters -> {payload.bits} bits{nll}" + (f" -> {args.output}" if args.output else ""))
 
 
 def cmd_caption_decompress(args) -> None:
@@ -586,21 +718,32 @@ def cmd_finetune(args) -> None:
               f"bpp, {entry['test']['psnr_db']:.2f} dB on {entry['test']['scenes']} test scenes")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error format: the usage, then one ``itc: error: …`` line; exit status 2."""
+
+    def error(self, message: str):
+        """Print the usage and ``itc: error: message`` on stderr and exit with status 2."""
+        self.print_usage(sys.stderr)
+        self.exit(2, f"itc: error: {message}\n")
+
+
 _THREADS_HELP = ("torch CPU threads for the models (default: torch's, all cores); entropy coding always uses one. "
                  "The tiny preset's models are fastest with 1, above all on a busy machine")
+_DOMAIN_HELP = ("tiny preset: treat an image that is not a 64x64 tiny-world scene as one anyway (the LMM captions "
+                "it, the restorer restores it); by default it gets a note, no LMM caption and no restoration")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``itc`` (exposed for documentation and tests)."""
-    parser = argparse.ArgumentParser(prog="itc", description="LMM-driven semantic image-text coding.")
+    parser = _Parser(prog="itc", description="LMM-driven semantic image-text coding.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     from .config import SELECT_MODES
     p = sub.add_parser("encode", help="code images into .itc files", description=(
         "Code one image into FILE.itc, or many (files, directories, glob patterns) into a directory, "
         "DIR/<name>.itc each, loading the models once."))
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG/... of any size and mode, a directory "
-                   "of them, or a glob pattern")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG/... of any mode, sides up to 16384 px and "
+                   "up to 16.8 million pixels (checked before any model loads), a directory of them, or a glob pattern")
     p.add_argument("-o", "--output", required=True, help="the .itc file to write; with several images a directory "
                    "(end it with / to code a single image into a directory)")
     p.add_argument("--preset", default="tiny", help="tiny (default), laptop, paper or a YAML path")
@@ -610,6 +753,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, help=_THREADS_HELP)
     p.add_argument("--caption-select", choices=SELECT_MODES,
                    help="how the LMM's caption is chosen (default: the preset's caption.select)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (ours nor the libraries')")
+    from .caption_methods import CHOICES
+    p.add_argument("--caption-method", choices=CHOICES, help="how the caption is coded (default: the preset's "
+                   "caption.method; auto: the cheapest method for the caption at hand, recorded in the file)")
+    p.add_argument("--no-domain-check", action="store_true", help=_DOMAIN_HELP)
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="rebuild the images of .itc files", description=(
@@ -625,6 +773,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, help="caption guidance scale (default: the preset's at the file's rate point)")
     p.add_argument("--seed", type=int, help="noise seed (default: the preset's)")
     p.add_argument("--no-colour-fix", action="store_true", help="skip the wavelet colour fix")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (ours nor the libraries'; without it, "
+                   "one file shows the restorer's denoising bar on a terminal, a batch one bar over its files)")
+    p.add_argument("--no-domain-check", action="store_true", help=_DOMAIN_HELP)
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("inspect", help="sizes, bits by part (z, y, caption, header) and models of an .itc file")
@@ -638,14 +789,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     caption = sub.add_parser("caption", help="code a caption on its own").add_subparsers(dest="caption_command",
                                                                                         required=True)
-    from .caption_methods import METHODS
+    from .caption_methods import CHOICES, METHODS
     for name, func in (("compress", cmd_caption_compress), ("decompress", cmd_caption_decompress)):
         p = caption.add_parser(name, help=f"{name} a caption")
         p.add_argument("text" if name == "compress" else "file")
         if name == "compress":
             p.add_argument("-o", "--output", help="write the payload (with a 5-byte header) to this file")
             p.add_argument("--json", action="store_true", help="one JSON object on stdout")
-        p.add_argument("--method", choices=METHODS, help="coding method (default: the preset's)")
+        p.add_argument("--method", choices=CHOICES if name == "compress" else METHODS,
+                       help="coding method (default: the preset's; auto: the method of the fewest bytes)")
         p.add_argument("--context-image", help="the decoded reconstruction, for lmm-ac")
         p.add_argument("--preset", default="tiny", help="whose LMM codes the caption")
         p.set_defaults(func=func)
@@ -688,7 +840,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which part to train (default: all but lic-semantic, in order)")
     p.add_argument("--qualities", type=int, nargs="+", help="rate points to train (default: all)")
     p.add_argument("--steps", type=int, help="training steps per stage (default: the recipe's)")
-    p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument("--threads", type=_positive_int, help="torch threads")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: the recipe's)")
     p.add_argument("--batch-size", type=int, help="restorer: training batch (default: the recipe's)")
     p.add_argument("--max-minutes", type=float, help="stop each training early after this long (reported as such)")
@@ -712,11 +864,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except ItcError as err:
-        print(f"itc: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # unwritable output, full disk, ...
-        print(f"itc: error: {err}", file=sys.stderr)
+    except (ItcError, OSError) as err:  # OSError: unwritable output, full disk, ...
+        print(f"itc: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("itc: interrupted", file=sys.stderr)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from . import bitstream
-from .caption_codec import (LM_METHODS, METHODS, CaptionCodingError, CaptionPayload, decode_caption,
+from .caption_codec import (AUTO, CHOICES, LM_METHODS, CaptionCodingError, CaptionPayload, decode_caption,
                             encode_caption)
 from .config import PRESETS, Config, load_config
 from .data import image_to_tensor, tensor_to_image, to_rgb
@@ -95,6 +95,7 @@ class DecodeResult:
     bits: dict[str, float]
     checked: bool = True
     restored: Image.Image | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. why the restorer left the file as it is (itc_core.domain)
 
     @property
     def image(self) -> Image.Image:
@@ -119,6 +120,14 @@ def describe(data: bytes, decoded: DecodeResult | None = None, models: dict | No
     if models:
         info["models"] = models
     return info
+
+
+def _method_notes(payload: CaptionPayload) -> list[str]:
+    """A note when ``auto``, given the LMM and the reconstruction, could not code the caption with the LMM
+    (a tokenizer that does not reproduce it, a caption longer than the LMM's context)."""
+    ruled_out = payload.method_choice.ruled_out if payload.method_choice else {}
+    reasons = sorted({why for m, why in ruled_out.items() if m in LM_METHODS})
+    return [f"the LMM cannot code this caption ({'; '.join(reasons)}): coded with {payload.method}"] if reasons else []
 
 
 class ImageTextCodec:
@@ -190,13 +199,16 @@ class ImageTextCodec:
         ``caption.select``), as a :class:`~itc_core.captioner.CaptionChoice`.
 
         ``rate-aware`` counts bits with ``method`` (default: the preset's) given ``reconstruction``
-        (default: the reconstruction at the preset's quality).
+        (default: the reconstruction at the preset's quality); for ``auto`` it counts ``lmm-ac``'s,
+        which bound what ``auto`` spends on the LMM's own captions.
         """
         from .captioner import generation_kwargs, select_caption
 
         cfg = self.config.caption
         select = select or cfg.select
         method = method or cfg.method
+        if method == AUTO:
+            method = "lmm-ac"
         image = to_rgb(image)[0]
         if select == "rate-aware" and reconstruction is None and method == "lmm-ac":
             reconstruction = self.reconstruct(image)
@@ -216,24 +228,62 @@ class ImageTextCodec:
         lm = self.lmm if method in LM_METHODS else None
         return bitstream.model_fingerprint(lic.fingerprint, lm.fingerprint if lm else None), lm
 
+    def domain_verdict(self, image: Image.Image):
+        """:func:`~itc_core.domain.check_domain` of ``image`` against the preset's ``domain`` (None: it sets none)."""
+        if not self.config.domain:
+            return None
+        from .domain import check_domain
+        return check_domain(to_rgb(image)[0], self.config.domain)
+
+    def _domain_gate(self, image: Image.Image, caption: str | bool | None, domain_check: bool,
+                     notes: list[str]) -> str | bool | None:
+        """The caption ``encode`` goes on with: for an image outside the preset's domain, no LMM caption (a
+        given one stays), and a note in ``notes``."""
+        verdict = self.domain_verdict(image) if domain_check else None
+        if verdict is None or verdict.in_domain:
+            return caption
+        from .domain import out_of_domain_note, restores_file
+        given = isinstance(caption, str) and caption != ""
+        restored = self.config.restorer.kind is not None and restores_file(verdict.domain, *image.size, given)
+        notes.append(out_of_domain_note(verdict, given, restored))
+        return caption if given else False
+
+    def _restores(self, f: bitstream.ItcFile, notes: list[str]) -> bool:
+        """Whether the preset's domain lets its restorer restore file ``f``; a note in ``notes`` when not."""
+        from .domain import restores_file, unrestored_note
+        has_caption = f.text_method is not None
+        if restores_file(self.config.domain, f.width, f.height, has_caption):
+            return True
+        notes.append(unrestored_note(f.width, f.height, has_caption))
+        return False
+
     def encode(self, image: Image.Image, quality: int | None = None, caption: str | bool | None = None,
-               method: str | None = None, caption_select: str | None = None) -> EncodeResult:
+               method: str | None = None, caption_select: str | None = None, domain_check: bool = True
+               ) -> EncodeResult:
         """Code ``image`` (any PIL mode, any size) and its caption into ``.itc`` bytes.
 
         Args:
             caption: the caption to store; None: the preset's LMM writes it (if the preset has one);
-                False: store no caption.
-            method: caption coding method (default: the preset's ``caption.method``).
+                False or "": store no caption (the empty caption carries nothing: the file records no
+                caption, costs no caption bit, and decodes to caption None, which the restorer treats as "").
+            method: caption coding method (default: the preset's ``caption.method``); ``auto`` codes with
+                the cheapest method at hand (``caption_payload.method_choice`` says which and why) and the
+                file records that method.
             caption_select: how the LMM's caption is chosen (default: the preset's ``caption.select``);
                 the decoder does not depend on it.
+            domain_check: apply the preset's ``domain`` (:mod:`itc_core.domain`): an image outside it gets a
+                note in ``notes`` and no LMM caption (a given one is stored). False: code it as any other.
 
         The latents and the caption share one range-coded stream; ``reconstruction``
         is exactly what ``decode`` will give, and it is the context of the ``lmm-ac`` coder.
         """
+        method = method or self.config.caption.method
+        if method not in CHOICES:
+            raise ConfigError(f"unknown caption method {method!r}; valid: {', '.join(CHOICES)}")
         image, notes = to_rgb(image)
+        bitstream.check_size(image.width, image.height)  # before any model loads
         lic = self.image_codec(quality)
-        bitstream.header(bitstream.ItcFile(image.width, image.height, self.preset_code_name, lic.quality, None, 0,
-                                           b""))  # refuse an oversized image before coding it
+        caption = self._domain_gate(image, caption, domain_check, notes)
         stream = StreamEncoder()
         reconstruction = tensor_to_image(lic.encode_to(stream, image_to_tensor(image)))
         choice = None
@@ -241,11 +291,16 @@ class ImageTextCodec:
             choice = self.choose_caption(image, reconstruction, caption_select, method)
             caption = choice.text
         caption = caption if isinstance(caption, str) else None
-        method = (method or self.config.caption.method) if caption is not None else None
-        if method is not None and method not in METHODS:
-            raise ConfigError(f"unknown caption method {method!r}; valid: {', '.join(METHODS)}")
-        models, lm = self._models(lic, method)
-        caption_payload = None if caption is None else encode_caption(stream, caption, method, lm, reconstruction)
+        if caption == "":
+            notes.append("the caption is empty: the file stores no caption (0 bits; decoding gives none)")
+            caption = None
+        caption_payload = None
+        if caption is not None:
+            lm = self.lmm if method in LM_METHODS or method == AUTO and self.config.caption.lmm else None
+            caption_payload = encode_caption(stream, caption, method, lm, reconstruction)
+            notes += _method_notes(caption_payload) if lm is not None else []
+        method = caption_payload.method if caption_payload else None
+        models, _ = self._models(lic, method)
         f = bitstream.ItcFile(image.width, image.height, self.preset_code_name, lic.quality, method,
                               bitstream.fingerprint_byte(models), stream.finish())
         body = bitstream.header(f) + f.payload
@@ -254,17 +309,22 @@ class ImageTextCodec:
                             bits_split(data, stream.info), caption, caption_payload, notes, choice)
 
     def encode_at_bpp(self, image: Image.Image, target_bpp: float, caption: str | bool | None = None,
-                      caption_select: str | None = None) -> EncodeResult:
-        """The highest-quality encoding whose whole file fits ``target_bpp``; ConfigError if none does."""
+                      caption_select: str | None = None, method: str | None = None, domain_check: bool = True
+                      ) -> EncodeResult:
+        """The highest-quality encoding whose whole file fits ``target_bpp``; ConfigError if none does
+        (``caption``, ``caption_select``, ``method``, ``domain_check``: as in :meth:`encode`)."""
         if not math.isfinite(target_bpp) or target_bpp <= 0:
             raise ConfigError(f"target bpp must be a positive number, got {target_bpp}")
         choice = None
+        verdict = self.domain_verdict(image) if domain_check and caption is None else None
+        if verdict is not None and not verdict.in_domain:
+            caption = False  # outside the domain: no LMM caption at any quality (encode notes why)
         if caption is None and self.config.caption.lmm and (caption_select or self.config.caption.select) != "rate-aware":
             choice = self.choose_caption(image, select=caption_select)  # once, not per quality
             caption = choice.text
         # Every quality is tried: with a caption coded against each reconstruction, size need not grow with quality.
         # (rate-aware selection depends on the reconstruction, so it runs per quality.)
-        results = [self.encode(image, q, caption, caption_select=caption_select)
+        results = [self.encode(image, q, caption, method, caption_select, domain_check)
                    for q in sorted(self.config.image_codec.qualities)]
         for r in results:
             r.caption_choice = r.caption_choice or choice
@@ -283,7 +343,8 @@ class ImageTextCodec:
             raise bitstream.ModelMismatch(f"file uses LIC quality {f.quality}, not offered by preset {self.config.name}")
         return self.image_codec(f.quality)
 
-    def decode(self, data: bytes, caption: bool = True, restore: bool | None = None, **restore_args) -> DecodeResult:
+    def decode(self, data: bytes, caption: bool = True, restore: bool | None = None, domain_check: bool = True,
+               **restore_args) -> DecodeResult:
         """Rebuild the reconstruction, the caption and the restored image from ``.itc`` bytes.
 
         A bad or foreign file raises a ``BitstreamError``.
@@ -292,6 +353,9 @@ class ImageTextCodec:
             caption: decode the caption too; False decodes the image only (no LMM; the check, which covers
                 the caption, is then verified only for files without one).
             restore: run the restorer (default: when the preset has one); False gives the bare reconstruction.
+            domain_check: apply the preset's ``domain``: the tiny world's restorer restores only 64x64 files
+                that carry a caption (:func:`~itc_core.domain.restores_file`; ``notes`` says when it does not).
+                False: restore any file.
             restore_args: ``steps``, ``guidance``, ``seed``, ``colour_fix`` for
                 :meth:`~itc_core.restorer.Restorer.restore` (default: the preset's; its guidance at the file's
                 rate point).
@@ -321,5 +385,8 @@ class ImageTextCodec:
                 "computes the models differently from the encoder's (other platform or library versions)")
         if restore is None:
             restore = self.config.restorer.kind is not None
+        notes = []
+        if restore and domain_check and self.config.domain and self.config.restorer.kind is not None:
+            restore = self._restores(f, notes)
         restored = self.restorer.restore(image, text, quality=f.quality, **restore_args) if restore else None
-        return DecodeResult(image, f, text, bits_split(data, stream.info), checked, restored)
+        return DecodeResult(image, f, text, bits_split(data, stream.info), checked, restored, notes)

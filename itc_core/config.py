@@ -18,16 +18,17 @@ from typing import Any
 
 import yaml
 
-from .caption_methods import LM_METHODS, METHODS
+from .caption_methods import CHOICES, LM_METHODS
 from .errors import ConfigError
 
 __all__ = ["ImageCodecConfig", "CaptionConfig", "RestorerConfig", "Config", "PRESETS", "PRESET_DIR", "SELECT_MODES",
-           "RESTORER_KINDS", "load_config", "data_dir", "resolve_path", "resolve_model"]
+           "RESTORER_KINDS", "DOMAINS", "load_config", "data_dir", "resolve_path", "resolve_model"]
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PRESETS = ("tiny", "laptop", "paper")
 SELECT_MODES = ("greedy", "rerank", "rate-aware")  # caption.select: which caption the encoder codes (captioner.py)
 RESTORER_KINDS = ("tiny", "sd-controlnet-img2img", "sd-img2img")
+DOMAINS = ("tiny-world",)  # Config.domain: the images a preset's models know (itc_core/domain.py)
 
 
 @dataclass
@@ -93,7 +94,8 @@ class CaptionConfig:
             row ("checkered checkered"; 0: off).
         no_repeat_ngram_size: generation never repeats a token n-gram of this length (0: off).
         repetition_penalty: CTRL-style penalty on tokens already written (1.0: off).
-        method: how the caption is coded in ``.itc`` files (see ``caption_codec.METHODS``).
+        method: how the caption is coded in ``.itc`` files: one of ``caption_codec.METHODS``, or ``auto``
+            (the default): per caption the cheapest of them at hand, recorded in the file.
         select: which caption the encoder codes (``captioner.SELECT_MODES``): ``greedy`` (the
             paper's), ``rerank`` (of ``candidates`` beam-search captions plus the greedy one, the one
             ``rank_clip``, else ``clip``, finds most similar to the original image, weighed with the
@@ -117,7 +119,7 @@ class CaptionConfig:
     no_adjacent_repeat: int = 0
     no_repeat_ngram_size: int = 0
     repetition_penalty: float = 1.0
-    method: str = "lmm-ac"
+    method: str = "auto"
     select: str = "greedy"
     candidates: int = 4
     clip: str | None = None
@@ -168,13 +170,21 @@ class RestorerConfig:
 
 @dataclass
 class Config:
-    """A whole codec configuration. ``name`` is the preset's name (or the user file's stem)."""
+    """A whole codec configuration. ``name`` is the preset's name (or the user file's stem).
+
+    Attributes:
+        domain: the only images the preset's models know (``DOMAINS``), or null: any image. With
+            ``tiny-world``, an image that is not a tiny-world scene (``itc_core.domain``) gets a note naming
+            another preset and no LMM caption, and the decoder restores only 64x64 files with a caption
+            (``domain_check=False`` in ``encode``/``decode``, ``--no-domain-check``: as if null).
+    """
 
     name: str = "tiny"
     description: str = ""
     image_codec: ImageCodecConfig = field(default_factory=ImageCodecConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     restorer: RestorerConfig = field(default_factory=RestorerConfig)
+    domain: str | None = None
 
 
 def data_dir() -> Path:
@@ -203,8 +213,21 @@ def _build(cls, values: dict[str, Any], where: str):
         if dataclasses.is_dataclass(nested):
             kwargs[name] = _build(type(nested), value, f"{where}.{name}")
         else:
+            _check_scalar(fields[name], value, f"{where}.{name}")
             kwargs[name] = value
     return cls(**kwargs)
+
+
+def _check_scalar(field: dataclasses.Field, value: Any, where: str) -> None:
+    """A value of the default's kind where the default is a plain number, flag or string (ints count as
+    floats; None where the annotation admits it)."""
+    default = field.default
+    kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(type(default))
+    if not kinds or value is None and "None" in str(field.type):
+        return
+    if not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
+        wanted = {bool: "true or false", int: "an integer", float: "a number", str: "text"}[type(default)]
+        raise ConfigError(f"{where} must be {wanted}, got {value!r}")
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -216,9 +239,13 @@ def _merge(base: dict, override: dict) -> dict:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a YAML file (not UTF-8 text)") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where} ({getattr(err, 'problem', None) or err})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return values
@@ -300,8 +327,8 @@ def load_config(name_or_path: str = "tiny") -> Config:
     if ic.metric not in ("mse", "ms-ssim"):
         raise ConfigError(f"{cfg.name}: image_codec.metric {ic.metric!r}; valid: mse, ms-ssim")
     cap = cfg.caption
-    if cap.method not in METHODS:
-        raise ConfigError(f"{cfg.name}: caption.method {cap.method!r}; valid: {', '.join(METHODS)}")
+    if cap.method not in CHOICES:
+        raise ConfigError(f"{cfg.name}: caption.method {cap.method!r}; valid: {', '.join(CHOICES)}")
     if cap.method in LM_METHODS and not cap.lmm:
         raise ConfigError(f"{cfg.name}: caption.method {cap.method} needs caption.lmm")
     if not isinstance(cap.max_new_tokens, int) or cap.max_new_tokens < 1:
@@ -310,6 +337,8 @@ def load_config(name_or_path: str = "tiny") -> Config:
         raise ConfigError(f"{cfg.name}: caption needs a prompt or a question for the LMM")
     _check_selection(cfg.name, cap)
     _check_restorer(cfg)
+    if cfg.domain is not None and cfg.domain not in DOMAINS:
+        raise ConfigError(f"{cfg.name}: domain {cfg.domain!r}; valid: {', '.join(DOMAINS)} or null")
     return cfg
 
 

@@ -1,6 +1,8 @@
 """Images in, datasets to evaluate on, and the Kodak download.
 
 ``load_image``/``to_rgb``: any PNG/JPEG mode in, 8-bit RGB out, with a note on what was converted.
+``check_image``: an image file's size from its header (no pixels decoded), refused with
+:class:`~itc_core.errors.ImageSizeError` when itc cannot code it: what ``itc`` checks before any model loads.
 
 ``open_dataset(spec)``: the images an evaluation runs on, loaded lazily, one :class:`Item` each:
 
@@ -25,22 +27,27 @@ import csv
 import hashlib
 import http.client
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ConfigError, ImageReadError, ItcError
+from .errors import ConfigError, ImageReadError, ImageSizeError, ItcError
 
-__all__ = ["load_image", "to_rgb", "image_to_tensor", "tensor_to_image", "Item", "Dataset", "open_dataset",
-           "DATASETS", "IMAGE_SUFFIXES", "read_captions_csv", "DownloadError", "KODAK_URL", "kodak_checksums", "download_kodak"]
+if TYPE_CHECKING:  # imported where used: `itc encode` checks its images before torch loads
+    import torch
+
+__all__ = ["load_image", "check_image", "to_rgb", "image_to_tensor", "tensor_to_image", "Item", "Dataset",
+           "open_dataset", "DATASETS", "IMAGE_SUFFIXES", "read_captions_csv", "DownloadError", "KODAK_URL",
+           "kodak_checksums", "download_kodak"]
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "data" / "reference"
 KODAK_CAPTIONS = REFERENCE_DIR / "kodak_llava_1.5.csv"
@@ -56,13 +63,14 @@ def to_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:
     """``image`` as 8-bit RGB, and one note per conversion made (empty if it already was)."""
     notes = []
     mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I"):
+    if mode == "I" or mode.startswith("I;16"):
         # 16-bit (or 32-bit integer) grayscale: scale the full range to 8 bits rather than clipping at 255.
         array = np.asarray(image).astype(np.float64)
         top = 65535.0 if mode.startswith("I;16") or array.max() > 255 else 255.0
-        image = Image.fromarray(np.round(array / top * 255).clip(0, 255).astype(np.uint8), "L")
-        notes.append(f"converted {mode} (16-bit grayscale) to 8-bit RGB")
-        mode = "L"
+        gray = Image.fromarray(np.round(array / top * 255).clip(0, 255).astype(np.uint8), "L")
+        return gray.convert("RGB"), [f"converted {mode} (16-bit grayscale) to 8-bit RGB"]
+    if mode == "La":  # premultiplied: PIL converts it to nothing but LA
+        image, mode = image.convert("LA"), "LA"
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         notes.append("expanded the palette image to RGB")
@@ -80,33 +88,88 @@ def to_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:
     return image, notes
 
 
+_READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError)  # what PIL raises on bad files
+
+
+def _image_file(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a directory, not an image")
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    return path
+
+
+def _too_large(path: Path, err: Image.DecompressionBombError) -> ImageSizeError:
+    """PIL's refusal of an image of over ``2 * Image.MAX_IMAGE_PIXELS`` pixels, in itc's words."""
+    from .bitstream import MAX_PIXELS
+
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    size = f"image of {found[1]} pixels" if found else "image too large for PIL to open"
+    return ImageSizeError(f"{path}: {size}: itc codes at most {MAX_PIXELS} pixels (tile larger images)")
+
+
+def check_image(path: str | Path) -> tuple[int, int]:
+    """The (width, height) of the image file ``path``, read from its header: no pixels are decoded.
+
+    Raises:
+        ImageReadError: the file is missing, a directory, or not an image PIL can identify (a file whose
+            header reads but whose pixels do not is refused later, by :func:`load_image`).
+        ImageSizeError: a side or the pixel count is beyond what a ``.itc`` file holds
+            (``bitstream.MAX_SIDE``, ``bitstream.MAX_PIXELS``).
+    """
+    from . import bitstream
+
+    path = _image_file(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size check below is stricter
+            with Image.open(path) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as err:
+        raise _too_large(path, err) from None
+    except _READ_ERRORS as err:
+        raise ImageReadError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
+    try:  # the container's own rule, as ImageTextCodec.encode applies it
+        bitstream.header(bitstream.ItcFile(width, height, "custom", 0, None, 0, b""))
+    except ImageSizeError as err:
+        raise ImageSizeError(f"{path}: {err}") from None
+    return width, height
+
+
 def load_image(path: str | Path) -> tuple[Image.Image, list[str]]:
     """Read an image file as 8-bit RGB; returns it and notes on conversions.
 
     Raises:
-        ImageReadError: the file is missing or is not an image PIL can read.
+        ImageReadError: the file is missing, a directory, or is not an image PIL can read.
+        ImageSizeError: the image is too large for PIL to open (over ``2 * PIL.Image.MAX_IMAGE_PIXELS``);
+            :func:`check_image` applies itc's stricter limit without decoding.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
+    path = _image_file(path)
     try:
         with Image.open(path) as image:
             image.load()
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
             return to_rgb(image)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as err:
+    except Image.DecompressionBombError as err:
+        raise _too_large(path, err) from None
+    except _READ_ERRORS as err:
         raise ImageReadError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
 
 
 def image_to_tensor(image: Image.Image) -> torch.Tensor:
     """An RGB PIL image as a (1, 3, H, W) float tensor in [0, 1]."""
+    import torch
+
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
 def tensor_to_image(x: torch.Tensor) -> Image.Image:
     """A (1, 3, H, W) or (3, H, W) tensor in [0, 1] as an 8-bit RGB PIL image (rounded, clamped)."""
+    import torch
+
     x = x.detach().cpu()
     if x.dim() == 4:
         x = x[0]

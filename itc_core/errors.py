@@ -1,6 +1,9 @@
-"""Exceptions a user can cause and fix. The CLI prints their message on one line and exits non-zero."""
+"""Exceptions a user can cause and fix.
 
-__all__ = ["ItcError", "ConfigError", "ImageReadError", "WeightsError"]
+The CLI prints their message on one line (``itc: error: …``) and exits with status 2.
+"""
+
+__all__ = ["ItcError", "ConfigError", "ImageReadError", "ImageSizeError", "WeightsError"]
 
 
 class ItcError(Exception):
@@ -13,6 +16,13 @@ class ConfigError(ItcError, ValueError):
 
 class ImageReadError(ItcError):
     """A file that is missing or is not a readable image."""
+
+
+class ImageSizeError(ItcError, ValueError):
+    """An image whose size itc does not code (``bitstream.MAX_SIDE``, ``bitstream.MAX_PIXELS``).
+
+    Also a ``ValueError``, the type ``bitstream.header`` raised for sizes before this class existed.
+    """
 
 
 class WeightsError(ItcError):

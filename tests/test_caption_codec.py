@@ -1,12 +1,15 @@
 import csv
 import random
+import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from itc_core.caption_codec import (LM_METHODS, METHODS, CaptionCodingError, NextTokenModel, compress_caption,
-                                    decompress_caption)
+from itc_core.caption_codec import (AUTO_ORDER, LM_METHODS, METHODS, CaptionCodingError, NextTokenModel,
+                                    choose_method, compare_methods, compress_caption, decode_caption,
+                                    decompress_caption, encode_caption)
+from itc_core.rangecoder import StreamDecoder, StreamEncoder
 from itc_core.tinyworld import sample
 
 KODAK = Path(__file__).resolve().parents[1] / "data" / "reference" / "kodak_llava_1.5.csv"
@@ -175,3 +178,104 @@ def test_hostile_payloads_give_clean_errors(lm):
         decompress_caption(b"\xff" * 8, "lm-ac", lm)
     with pytest.raises(CaptionCodingError, match="not valid Unicode"):
         compress_caption("caf\udce9", "utf8")
+
+
+# ---------------------------------------------------------------- auto
+
+def kodak_captions():
+    with KODAK.open(newline="", encoding="utf-8") as f:
+        return [row["overall_description"] for row in csv.DictReader(f)]
+
+
+def auto_texts():
+    rng = random.Random(2)
+    texts = CASES["tiny"] + CASES["emoji_newlines"] + CASES["special_token_text"]
+    texts += [random_unicode(rng, rng.randrange(1, 40)) for _ in range(6)] + ["ab" * 90]  # 180 bytes: 2-byte length
+    return texts + (kodak_captions()[:1] if KODAK.exists() else [])  # one: the random LMM makes it slow, not hard
+
+
+def varint_bytes(n):
+    return 1 if n < 128 else 2 if n < 16384 else 3
+
+
+def test_auto_standalone_is_the_fewest_bytes_of_every_method(lm):
+    for text in auto_texts()[:8]:
+        payload = compress_caption(text, "auto", lm, CONTEXT)
+        every = compare_methods(text, lm, CONTEXT)
+        assert payload.bits == min(p.bits for p in every.values())
+        assert payload.method_choice.bits == {m: float(p.bits) for m, p in every.items()}
+        assert payload.method in METHODS and decompress_caption(payload.data, payload.method, lm, CONTEXT) == text
+
+
+def test_auto_in_a_stream_costs_at_most_utf8_or_zlib_plus_its_length_byte(lm):
+    """The bound auto guarantees: its caption bits (the stream's own count) are the fewest of the methods at
+    hand, so at most 8 bits a UTF-8 (or zlib) byte plus the 1-2 byte length a byte method pays."""
+    for text in auto_texts():
+        stream = StreamEncoder()
+        payload = encode_caption(stream, text, "auto", lm, CONTEXT)
+        bits = stream.info["caption"]  # the coder's own sum of −log2 p: equal to auto's figure up to float rounding
+        assert min(payload.method_choice.bits.values()) == payload.method_choice.bits[payload.method]
+        assert bits == pytest.approx(payload.method_choice.bits[payload.method], abs=1e-9)
+        for raw in (text.encode("utf-8"), zlib.compress(text.encode("utf-8"), 9)):
+            assert bits <= 8 * (len(raw) + varint_bytes(len(raw))) + 1e-9
+        assert decode_caption(StreamDecoder(stream.finish()), payload.method, lm, CONTEXT) == text
+
+
+def test_auto_runs_the_lmm_once_per_context(lm, monkeypatch):
+    calls = []
+    original = NextTokenModel.distributions
+
+    def counted(self, image, tokens):
+        calls.append(image)
+        return original(self, image, tokens)
+    monkeypatch.setattr(NextTokenModel, "distributions", counted)
+    text = sample(3)[1]
+    encode_caption(StreamEncoder(), text, "auto", lm, CONTEXT)
+    assert len(calls) == 2 and sum(c is CONTEXT for c in calls) == 1  # lmm-ac's; the blank one serves lm-ac, rank-zlib
+    calls.clear()
+    choice = choose_method(text, lm)  # no reconstruction: no lmm-ac, one pass
+    assert len(calls) == 1 and "lmm-ac" in choice.ruled_out and set(choice.bits) == set(AUTO_ORDER) - {"lmm-ac"}
+    assert set(choose_method(text).bits) == {"utf8", "zlib", "lzma"}  # no LMM: the byte methods
+
+
+def test_auto_passes_over_a_tokenizer_that_cannot_round_trip(lm, monkeypatch):
+    def refuse(text):
+        raise CaptionCodingError("this tokenizer does not reproduce the caption exactly")
+    monkeypatch.setattr(lm, "tokenize", refuse)  # what a Llama tokenizer does with a leading space
+    stream = StreamEncoder()
+    payload = encode_caption(stream, " a leading space", "auto", lm, CONTEXT)
+    assert payload.method == "utf8" and set(payload.method_choice.ruled_out) == set(LM_METHODS)
+    assert "does not reproduce" in payload.method_choice.describe()
+    assert decode_caption(StreamDecoder(stream.finish()), "utf8") == " a leading space"
+    for method in LM_METHODS:  # asked for by name, the method still refuses
+        with pytest.raises(CaptionCodingError, match="does not reproduce"):
+            encode_caption(StreamEncoder(), " a leading space", method, lm, CONTEXT)
+
+
+def test_auto_passes_over_a_caption_longer_than_the_lmm_context(lm):
+    text = "\U0001F408" * 3000  # 12,000 UTF-8 bytes: more tokens than the random LMM's 8,192 positions
+    choice = choose_method(text, lm, CONTEXT)
+    assert choice.method in ("zlib", "lzma") and all("context" in choice.ruled_out[m] for m in LM_METHODS)
+
+
+def test_lzma_small_dictionary_gives_the_64_mib_dictionary_s_bytes():
+    import lzma
+
+    full = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+    rng = random.Random(4)
+    texts = [sample(s)[1] for s in range(3)] + [random_unicode(rng, 300), "ab" * 3000]
+    texts += kodak_captions()[:2] if KODAK.exists() else []
+    for text in texts:
+        raw = text.encode("utf-8")
+        assert compress_caption(text, "lzma").data == lzma.compress(raw, format=lzma.FORMAT_RAW, filters=full)
+
+
+def test_recent_lmm_passes_are_kept_read_only(lm):
+    tokens = lm.tokenize(sample(5)[1])
+    first = lm.distributions(CONTEXT, tokens)
+    assert lm.distributions(CONTEXT, tokens) is first and not first.flags.writeable
+    other = lm.distributions(Image.new("RGB", (64, 64), (0, 0, 0)), tokens)  # another context: its own pass
+    assert other is not first and other.shape == first.shape and (other != first).any()
+    lm.forget()
+    again = lm.distributions(CONTEXT, tokens)
+    assert again is not first and (again == first).all()  # a fresh pass: the same numbers, bit for bit

@@ -117,3 +117,13 @@ def test_forged_huge_size_is_refused_before_decoding(tiny):
     f.width = f.height = 4096
     with pytest.raises(bitstream.CorruptedFile, match="needs at least"):
         tiny.decode(bitstream.pack(f))
+
+
+def test_the_package_exports_the_codec_without_importing_torch():
+    """``from itc_core import ImageTextCodec`` (the README's API) works; ``import itc_core`` alone stays light."""
+    import subprocess
+    import sys
+
+    code = ("import sys, itc_core; assert 'torch' not in sys.modules; "
+            "from itc_core import ImageTextCodec; from itc_core.codec import ImageTextCodec as C; assert ImageTextCodec is C")
+    subprocess.run([sys.executable, "-c", code], check=True)

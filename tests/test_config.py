@@ -10,6 +10,7 @@ def test_every_preset_loads(name):
     cfg = load_config(name)
     assert cfg.name == name
     assert cfg.image_codec.quality in cfg.image_codec.qualities
+    assert cfg.caption.method == "auto"  # the cheapest method per caption, recorded in the file
 
 
 def test_unknown_preset_lists_the_valid_ones():
@@ -60,7 +61,7 @@ def test_invalid_yaml_and_base_loops(tmp_path):
     ({"image_codec": {"sizes": [192]}}, "image_codec.sizes"),
     ({"image_codec": {"N": None, "sizes": {6: {"M": 192}}}}, "needs N"),
     ({"caption": {"max_new_tokens": 0}}, "positive integer"),
-    ({"caption": {"method": "gzip"}}, "caption.method 'gzip'"),
+    ({"caption": {"method": "gzip"}}, "caption.method 'gzip'; valid: auto, utf8, zlib"),
     ({"caption": {"lmm": None, "method": "lm-ac"}}, "needs caption.lmm"),
     ({"name": "paper"}, "may not be named 'paper'"),
     ({"caption": {"select": "best"}}, "caption.select 'best'"),
@@ -95,3 +96,9 @@ def test_narrowed_qualities_keep_only_their_own_widths(tmp_path):
     path.write_text(yaml.safe_dump({"base": "tiny", "image_codec": {"qualities": [1], "sizes": {10: {"M": 64}}}}))
     with pytest.raises(ConfigError, match="offered rate point"):  # written in the same preset: checked as written
         load_config(str(path))
+
+
+def test_auto_needs_no_lmm(tmp_path):
+    path = tmp_path / "plain.yaml"
+    path.write_text(yaml.safe_dump({"base": "tiny", "caption": {"lmm": None, "method": "auto"}}))
+    assert load_config(str(path)).caption.method == "auto"  # auto then picks among utf8, zlib and lzma
