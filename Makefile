@@ -23,7 +23,7 @@ help:
 	@echo "make lab    open JupyterLab on notebooks/ with the project's kernel"
 	@echo "make bench  print the LIC round-trip benchmark"
 	@echo "make bench-cli  print the command-line start-up and batch benchmark (minutes)"
-	@echo "make bench-all  every benchmark behind the README's tables, logs in outputs/bench/ (hours on 2 cores)"
+	@echo "make bench-all  every benchmark behind RESULTS.md, logs in outputs/bench/ (hours on 2 cores)"
 	@echo "make data-kodak  download the 24 Kodak images into data/kodak/ (SHA-256 checked, resumable; needs internet)"
 	@echo "make reproduce  itc eval of PRESET: the tiny-world test split (tiny) or Kodak (PRESET=paper: GPU + internet)"
 	@echo "make retrain-lic DEVICE=cuda  retrain the tiny LIC's ten rate points into data/tiny/lic/ (a GPU; or DEVICE=cpu JOBS=2 ZOO_FLAGS=\"--compile --threads 1\": 10 hours on 2 cores)"
@@ -66,7 +66,7 @@ lab: $(STAMP)
 data-kodak: $(STAMP)
 	@$(PY) -m itc_core.data kodak
 
-# The evaluation behind the README's tables: PRESET=tiny runs offline on the tiny-world test split;
+# The evaluation behind RESULTS.md's "Evaluation": PRESET=tiny runs offline on the tiny-world test split;
 # a hub preset (PRESET=paper) runs on Kodak and downloads its models once, so the hub is put online.
 EVAL_DATASET ?= $(if $(filter tiny,$(PRESET)),tiny,kodak)
 EVAL_OUT ?= outputs/eval-$(PRESET)
@@ -74,7 +74,7 @@ reproduce: $(STAMP) $(if $(filter kodak,$(EVAL_DATASET)),data-kodak)
 	HF_HUB_OFFLINE=$(if $(filter tiny,$(PRESET)),1,0) $(PY) -m itc_core.cli eval --preset $(PRESET) \
 	  --dataset $(EVAL_DATASET) --out $(EVAL_OUT)
 
-# The tiny LIC's rate points as README "The retrain that is left" says: q1-q6 side by side (one log each
+# The tiny LIC's rate points as docs/training.md ("LIC") describes: q1-q6 side by side (one log each
 # in outputs/tiny-zoo/; JOBS at a time, all six by default), then q7-q10 one after another (each fine-tunes
 # the point below). Rerun to resume after a kill. ZOO_FLAGS adds tiny-zoo options, e.g. "--steps 3 --out
 # /tmp/zoo --workdir /tmp/zoo-work" for a dry run that leaves the real run's checkpoints alone. On 2 CPU

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every benchmark behind the README's tables, with the README's arguments, one after another (`make bench-all`).
-# Run it after retraining a model (README, "The retrain that is left"); on 2 CPU cores it takes hours, so
+# Every benchmark behind RESULTS.md's tables, with its arguments, one after another (`make bench-all`).
+# Run it after retraining a model (docs/training.md, "Retraining"); on 2 CPU cores it takes hours, so
 # start it with nohup. Each benchmark writes outputs/bench/NAME.log (and NAME.json where it can); the
 # summary at the end gives each one's exit status and minutes.
 #
@@ -24,6 +24,7 @@ BENCHMARKS=(
   "referee_accuracy|benchmarks/referee_accuracy.py --scenes 1000 --json $OUT/referee_accuracy.json"
   "pick_guidance|benchmarks/pick_guidance.py --scenes 200 --json $OUT/pick_guidance.json"
   "restore_acceptance|benchmarks/restore_acceptance.py --scenes 200 --json $OUT/restore_acceptance.json"
+  "out_of_domain|benchmarks/out_of_domain.py --figures $OUT/out_of_domain --json $OUT/out_of_domain.json"
   "eval|-m itc_core.cli eval --dataset tiny --limit 200 --out $OUT/eval-tiny-200"
   "fuzz|benchmarks/fuzz_itc.py --json $OUT/fuzz.json"
   "bitstream_v2|benchmarks/bitstream_v2.py --scenes 100 --timed 20 --json $OUT/bitstream_v2.json"

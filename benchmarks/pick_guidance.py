@@ -2,7 +2,7 @@
 
     python benchmarks/pick_guidance.py [--scenes 200] [--qualities 1 2 3] [--guidance 1 1.5 2 3] [--json out.json]
 
-For held-out **val** scenes (the test split stays for the figures the README reports): each rate point's
+For held-out **val** scenes (the test split stays for the figures RESULTS.md reports): each rate point's
 reconstruction restored with the tiny LMM's caption of the original and the colour fix (what a user gets),
 at each guidance scale; the referee's exact-scene accuracy, its distance to the original and PSNR. The
 referee is used by no codec stage. Prints a Markdown table and the best guidance per point (most exact

@@ -56,7 +56,7 @@ class L1Term(nn.Module):
     Where a codec cannot tell two signals apart, MSE is minimised by their *mean* and absolute error by
     their *median*: a low-rate codec trained on MSE alone paints a faint average of the patterns it is
     unsure of, with some weight on this term it draws the likelier one instead. (In the tiny world it barely
-    shrank the dot grid on plain backgrounds: README, "The learned image codec".)
+    shrank the dot grid on plain backgrounds: RESULTS.md, "The learned image codec".)
     """
 
     name = "l1"

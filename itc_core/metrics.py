@@ -46,7 +46,7 @@ __all__ = ["psnr", "ssim", "ms_ssim", "Scorer", "LOWER_IS_BETTER", "REFEREE_ATTR
 
 LOWER_IS_BETTER = frozenset({"lpips", "lpips_vgg", "referee_distance"})
 REPORTED_CSV = Path(__file__).resolve().parent.parent / "data" / "reference" / "paper_kodak_lpips_vgg.csv"
-LPIPS_NETS = {"paper": "vgg"}  # the paper reports LPIPS-VGG; other hub presets use LPIPS-Alex (DESIGN §3)
+LPIPS_NETS = {"paper": "vgg"}  # the paper reports LPIPS-VGG; other hub presets use LPIPS-Alex (docs/design.md §3)
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> float:

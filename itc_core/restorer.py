@@ -1,6 +1,6 @@
 """Diffusion restoration guided by the caption, and DiffBIR's wavelet colour fix.
 
-The decoder's last stage (DESIGN §1.4): the LIC reconstruction plus the decoded
+The decoder's last stage (docs/design.md §1.4): the LIC reconstruction plus the decoded
 caption go in, a restored image comes out::
 
     restorer = Restorer(load_config("tiny").restorer)

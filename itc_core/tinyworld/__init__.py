@@ -1,4 +1,4 @@
-"""The tiny world: seeded captioned scenes, the referee and the recipes that train the tiny model zoo (DESIGN §6).
+"""The tiny world: seeded captioned scenes, the referee and the recipes that train the tiny model zoo (docs/design.md §6).
 
 The referee (the independent judge of tiny-world images) lives in :mod:`itc_core.tinyworld.referee`:
 ``from itc_core.tinyworld.referee import Referee``.

@@ -1,4 +1,4 @@
-"""The referee: an independent judge of tiny-world images (DESIGN §6).
+"""The referee: an independent judge of tiny-world images (docs/design.md §6).
 
 A small CNN trained by ``itc tiny-zoo --only referee`` on *original* scenes
 only (with light noise, blur, downscaling and JPEG), never on LIC or restorer
