@@ -11,6 +11,10 @@ what it costs.
 ``restoration_study`` and ``restoration_panels`` are the restorer's study of
 notebook 03 and ``benchmarks/restore_acceptance.py``, judged by the referee.
 
+``pillow_at_size`` (WebP or JPEG at the same number of bytes as an ``.itc``
+file) and ``curve_margins`` (how far each rate point lies above another
+codec's curve) are the comparisons notebooks 00 and 02 print.
+
 Whole evaluation runs (every image × method × rate point, resumable, sharded:
 ``itc eval``) live in :mod:`itc_core.evalrun`; ``run_eval`` and ``EvalSettings``
 are re-exported here.
@@ -28,7 +32,7 @@ from .tinyworld import caption_accuracy, caption_confusions, sample
 from .tinyworld.scenes import ATTRIBUTES
 
 __all__ = ["caption_rows", "selection_rows", "selection_summary", "SELECTION_MODES", "restoration_study", "guidance_study",
-           "restoration_panels", "REFEREE_ATTRIBUTES", "EvalSettings", "run_eval"]
+           "restoration_panels", "pillow_at_size", "curve_margins", "REFEREE_ATTRIBUTES", "EvalSettings", "run_eval"]
 
 # (mode, beam candidates N) compared by default: the paper's greedy caption and the two selections at N = 4 and 8.
 SELECTION_MODES = (("greedy", 1), ("rerank", 4), ("rerank", 8), ("rate-aware", 4), ("rate-aware", 8))
@@ -144,8 +148,10 @@ def restoration_study(codec, referee, seeds, qualities=None, steps: int | None =
 
     Per rate: referee accuracy (%), referee distance and PSNR of the LIC reconstruction and of restorations
     without a caption, with the LMM's caption of the original and with the true caption, each without and
-    with the colour fix (the same noise; the fix applied afterwards); and caption control: the true caption
-    with one object's colour word changed, the share of outputs where the referee reads the new colour there.
+    with the colour fix (the same noise; the fix applied afterwards); ``confusions``: what the referee's
+    readings of the LIC reconstruction and of each restoration with the colour fix got wrong, commonest
+    first (``caption_confusions``); and caption control: the true caption with one object's colour word
+    changed, the share of outputs where the referee reads the new colour there.
     """
     from .restorer import wavelet_colour_fix
     from .tinyworld import caption, generate_scene
@@ -173,17 +179,20 @@ def restoration_study(codec, referee, seeds, qualities=None, steps: int | None =
         recons_pil = [codec.reconstruct(im, q) for im in originals_pil]
         recons = _as_tensor(recons_pil)
         rows = {"LIC only": _scores(referee, recons, originals, seeds)}
+        confusions = {"LIC only": caption_confusions(referee.read(recons), seeds, 5)}
         for name, captions in (("no caption", [""] * len(seeds)), ("LMM caption", lmm), ("true caption", truths)):
             restored = restore(recons_pil, captions, q)
+            fixed = wavelet_colour_fix(restored, recons)
             rows[name] = _scores(referee, restored, originals, seeds)
-            rows[f"{name} + colour fix"] = _scores(referee, wavelet_colour_fix(restored, recons), originals, seeds)
+            rows[f"{name} + colour fix"] = _scores(referee, fixed, originals, seeds)
+            confusions[f"{name} + colour fix"] = caption_confusions(referee.read(fixed), seeds, 5)
         edited = restore(recons_pil, [caption(scene) for scene, _ in edits], q)
         control = {"LIC only": _new_colour_read(referee, recons, edits),
                    "edited caption": _new_colour_read(referee, edited, edits),
                    "edited caption + colour fix": _new_colour_read(referee, wavelet_colour_fix(edited, recons), edits)}
         report["rates"][q] = {"bpp_image_file": sum(codec.encode(im, q, caption=False).bpp
                                                     for im in originals_pil) / len(seeds),
-                              "rows": rows, "colour_control": control}
+                              "rows": rows, "colour_control": control, "confusions": confusions}
     return report
 
 
@@ -230,3 +239,32 @@ def restoration_panels(codec, referee, seed: int, quality: int, steps: int | Non
     readings = referee.read([images[n] for n in names])
     distances = referee.distance([images[n] for n in names], [original] * len(names)).tolist()
     return {n: (images[n], r, d) for n, r, d in zip(names, readings, distances)}
+
+
+def pillow_at_size(image, fmt: str, max_bytes: int) -> dict:
+    """The highest-quality Pillow file of ``image`` (``fmt`` WEBP or JPEG, as :func:`itc_core.rd.pillow_round_trip`)
+    of at most ``max_bytes``: {"quality", "bytes", "image", "fits"}. When even quality 0 is larger, its file with
+    ``fits`` False (a 64×64 WebP cannot be smaller than about 60 bytes). Bisection over qualities 0-100."""
+    from .rd import pillow_round_trip
+
+    size, decoded = pillow_round_trip(image, fmt, 0)
+    best = {"quality": 0, "bytes": size, "image": decoded, "fits": size <= max_bytes}
+    lo, hi = 1, 100
+    while best["fits"] and lo <= hi:
+        q = (lo + hi) // 2
+        size, decoded = pillow_round_trip(image, fmt, q)
+        if size <= max_bytes:
+            best, lo = {"quality": q, "bytes": size, "image": decoded, "fits": True}, q + 1
+        else:
+            hi = q - 1
+    return best
+
+
+def curve_margins(anchor: list[dict], test: list[dict], key: str = "psnr_db") -> dict[int, float | None]:
+    """{quality: how far each point of ``test`` lies above ``anchor``'s curve at the same bpp}, in ``key``'s units
+    (negative: below it), the curve linear in log-rate as :func:`itc_core.rd.below_curve` draws it; None outside
+    the anchor's rate range."""
+    a = sorted(anchor, key=lambda r: r["bpp"])
+    rates, values = np.log([r["bpp"] for r in a]), [r[key] for r in a]
+    return {r["quality"]: float(r[key] - np.interp(np.log(r["bpp"]), rates, values))
+            if a[0]["bpp"] <= r["bpp"] <= a[-1]["bpp"] else None for r in test}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .errors import ItcError
 
-__all__ = ["METRIC_LABELS", "EvalRun", "load_run", "settings_of", "rd_curves", "rd_figure", "bd_table",
+__all__ = ["METRIC_LABELS", "EvalRun", "load_run", "settings_of", "rd_curves", "rd_figure", "bd_table", "bd_sentence",
            "not_run", "acceptance", "MethodOutputs", "gallery_panels", "reproduces"]
 
 METRIC_LABELS = {
@@ -131,6 +131,29 @@ def bd_table(summary: dict, quality: bool = False):
     frame = pd.DataFrame.from_dict(cells, orient="index")
     frame.index.name = f"vs {summary['anchor']}"
     return frame
+
+
+_NAMES = {"referee_distance": "referee distance", "referee_exact": "exact-scene accuracy", "psnr": "PSNR",
+          "clip_image": "CLIP image similarity", "lpips": "LPIPS"}
+
+
+def bd_sentence(summary: dict, method: str, metric: str) -> str:
+    """One sentence reading ``method``'s BD-rate against the summary's anchor on ``metric``, with what its 95 %
+    bootstrap interval says: the sign is settled when the whole interval lies on one side of 0, not when it spans 0."""
+    bd = summary["bd"].get(metric, {}).get(method)
+    anchor, images, name = summary["anchor"], summary["images"], _NAMES.get(metric, metric)
+    if not bd or bd["bd_rate"] is None:
+        return f"{method} and {anchor} share no range of {name} on these {images} images: no BD-rate."
+    rate, ci = bd["bd_rate"], bd["bd_rate_ci"]
+    fewer = f"{abs(rate):.0f} % {'fewer' if rate < 0 else 'more'} bits than {anchor} at equal {name}"
+    if not ci:
+        return f"{method} needs {fewer} on {images} images; too few resamples overlap for an interval."
+    span = f"95 % interval {ci[0]:+.0f} to {ci[1]:+.0f} %"
+    if ci[0] < 0 < ci[1]:
+        return (f"{method} needs {fewer} on {images} images, but the {span} spans 0: resampling these images, "
+                "either sign comes out, so this run cannot tell which needs fewer bits (more images narrow it).")
+    return (f"{method} needs {fewer} on {images} images ({span}: the resampled images agree on the sign; "
+            "the width is how far the figure itself may move).")
 
 
 def not_run(summary: dict, wanted=None) -> dict[str, str]:
