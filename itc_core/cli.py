@@ -198,13 +198,19 @@ def _encode(codec, image, args):
                         not args.no_domain_check)
 
 
+def _bits_text(bits: float) -> str:
+    """Bits to one decimal, with two significant digits below 0.1: a caption the LMM is sure of (0.002 bits)
+    must not read as free."""
+    return f"{bits:.1f} bits" if abs(bits) >= 0.1 or bits == 0 else f"{bits:.2g} bits"
+
+
 def _encode_report(output, result, codec) -> list[str]:
     lines = [f"{output}: {len(result.data)} bytes, {result.bpp:.4f} bpp "
              f"({result.width}x{result.height}, preset {codec.config.name}, quality {result.quality})"]
     if result.caption is not None:
         source = result.caption_choice.describe() if result.caption_choice else "given"
         method = result.caption_payload.method + (" by auto" if result.caption_payload.method_choice else "")
-        lines.append(f"caption ({method}, {result.bits['caption']:.1f} bits, {source}): {result.caption}")
+        lines.append(f"caption ({method}, {_bits_text(result.bits['caption'])}, {source}): {result.caption}")
     return lines
 
 
