@@ -124,12 +124,12 @@ def handcrafted(valid: bytes, fingerprint_of) -> list[tuple[str, bytes]]:
 
     from itc_core import bitstream
 
-    v1 = bytearray(b"ITC\x01" + bitstream._varint(20000) * 2 + bytes([1, 1, 2]) + bytes(3))
+    v1 = bytearray(b"ITC\x01" + bitstream.varint(20000) * 2 + bytes([1, 1, 2]) + bytes(3))
     v1 += struct.pack(">H", binascii.crc_hqx(bytes(v1), 0xFFFF)) + b"\x10" + bytes(16) + b"\x08" + bytes(8) + bytes(2)
     out = [("v1-20000x20000", bytes(v1))]
     f = bitstream.unpack(valid)
     header = bitstream.header(f)
-    out.append(("v2-20000x20000", header[:3] + bitstream._varint(19999) * 2 + header[5:] + f.payload + f.check))
+    out.append(("v2-20000x20000", header[:3] + bitstream.varint(19999) * 2 + header[5:] + f.payload + f.check))
     for w, h in ((4096, 4096), (16384, 1024), (1, 16384), (16384, 1)):
         f.width, f.height = w, h
         f.fingerprint = fingerprint_of(f.quality, f.text_method)

@@ -5,7 +5,8 @@ Layout, version 2 (varint = unsigned LEB128)::
     "IT" | version u8 (= 2) | width−1 varint | height−1 varint | fields u8 | [quality u8]
          | fingerprint u8 | payload … | check u16
 
-    fields: bits 0-2 caption method (0 = no caption, 1-6 = ``TEXT_METHODS``), bits 3-4 preset,
+    fields: bits 0-2 caption method (0 = no caption, 1-6 = ``TEXT_METHODS``, 7 = no caption because the
+            encoder found the image outside its preset's domain: ``itc_core.domain``), bits 3-4 preset,
             bits 5-7 LIC quality 0-6, or 7 = "a quality byte follows" (qualities 7-255)
 
 What each byte buys, for a 64×64 image (9 bytes in all):
@@ -49,7 +50,7 @@ from .errors import ImageSizeError, ItcError
 
 __all__ = [
     "MAGIC", "VERSION", "PRESET_CODES", "TEXT_METHODS", "MAX_SIDE", "MAX_PIXELS", "CHECK_BYTES", "ItcFile",
-    "check_size", "header", "pack", "unpack", "sizes", "check_value", "model_fingerprint", "fingerprint_byte",
+    "check_size", "varint", "header", "pack", "unpack", "sizes", "check_value", "model_fingerprint", "fingerprint_byte",
     "BitstreamError", "NotAnItcFile", "UnsupportedVersion", "TruncatedFile", "CorruptedFile", "ModelMismatch",
 ]
 
@@ -61,6 +62,7 @@ MAX_PIXELS = 1 << 24  # 16.8 megapixels, e.g. 4096×4096: what a decoder may be 
 PRESET_CODES = {"custom": 0, "tiny": 1, "laptop": 2, "paper": 3}
 TEXT_METHODS = ("utf8", "zlib", "lzma", "rank-zlib", "lm-ac", "lmm-ac")  # codes 1-6; 0 = no caption
 _QUALITY_BYTE = 7
+_OUT_OF_DOMAIN = len(TEXT_METHODS) + 1  # the caption-method code of a file marked outside its preset's domain
 
 
 class BitstreamError(ItcError):
@@ -100,6 +102,8 @@ class ItcFile:
         payload: the range-coded stream.
         check: the CRC-16 stored at the end (verified by the decoder, :func:`check_value`).
         header_bytes: bytes before the payload.
+        out_of_domain: no caption, because the encoder found the image outside its preset's ``domain``
+            (the decoder's restorer then leaves it alone).
     """
 
     width: int
@@ -111,6 +115,7 @@ class ItcFile:
     payload: bytes
     check: bytes = b"\0\0"
     header_bytes: int = 0
+    out_of_domain: bool = False
 
 
 def model_fingerprint(lic_fingerprint: str, lmm_fingerprint: str | None = None) -> bytes:
@@ -131,7 +136,8 @@ def check_value(models: bytes, body: bytes, caption: str | None, pixels: bytes) 
     return crc.to_bytes(CHECK_BYTES, "big")
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """Unsigned LEB128 of ``n`` (the header's sizes; the byte count in front of a non-AC caption)."""
     if n < 0:
         raise ValueError(f"varint of a negative number {n}")
     out = bytearray()
@@ -162,9 +168,11 @@ def header(f: ItcFile) -> bytes:
         raise ValueError(f"unknown caption method {f.text_method!r}; valid: {', '.join(TEXT_METHODS)}")
     if not 0 <= f.quality < 256 or not 0 <= f.fingerprint < 256:
         raise ValueError(f"quality {f.quality} and fingerprint {f.fingerprint} must fit one byte each")
-    method = 0 if f.text_method is None else TEXT_METHODS.index(f.text_method) + 1
+    if f.out_of_domain and f.text_method is not None:
+        raise ValueError("an out-of-domain file stores no caption")
+    method = _OUT_OF_DOMAIN if f.out_of_domain else 0 if f.text_method is None else TEXT_METHODS.index(f.text_method) + 1
     quality_field = min(f.quality, _QUALITY_BYTE)
-    out = MAGIC + bytes([VERSION]) + _varint(f.width - 1) + _varint(f.height - 1)
+    out = MAGIC + bytes([VERSION]) + varint(f.width - 1) + varint(f.height - 1)
     out += bytes([method | PRESET_CODES[f.preset] << 3 | quality_field << 5])
     if quality_field == _QUALITY_BYTE:
         out += bytes([f.quality])
@@ -224,12 +232,13 @@ def unpack(data: bytes) -> ItcFile:
         quality = r.take(1)[0]
         if quality < _QUALITY_BYTE:
             raise CorruptedFile("header: quality byte holds a quality the fields byte could")
-    if method > len(TEXT_METHODS):
+    if method > _OUT_OF_DOMAIN:
         raise CorruptedFile(f"header: unknown caption method code {method}")
     fingerprint = r.take(1)[0]
     presets = {code: name for name, code in PRESET_CODES.items()}
-    return ItcFile(width, height, presets[preset_code], quality, TEXT_METHODS[method - 1] if method else None,
-                   fingerprint, data[r.pos:-CHECK_BYTES], data[-CHECK_BYTES:], r.pos)
+    text_method = TEXT_METHODS[method - 1] if 0 < method <= len(TEXT_METHODS) else None
+    return ItcFile(width, height, presets[preset_code], quality, text_method, fingerprint, data[r.pos:-CHECK_BYTES],
+                   data[-CHECK_BYTES:], r.pos, method == _OUT_OF_DOMAIN)
 
 
 def sizes(data: bytes) -> dict:
@@ -237,7 +246,7 @@ def sizes(data: bytes) -> dict:
     f = unpack(data)
     return {
         "version": VERSION, "width": f.width, "height": f.height, "preset": f.preset, "quality": f.quality,
-        "text_method": f.text_method, "fingerprint": f"{f.fingerprint:02x}",
+        "text_method": f.text_method, "out_of_domain": f.out_of_domain, "fingerprint": f"{f.fingerprint:02x}",
         "bytes_header": f.header_bytes, "bytes_payload": len(f.payload), "bytes_check": CHECK_BYTES,
         "bytes_total": len(data), "bpp_total": 8 * len(data) / (f.width * f.height),
     }

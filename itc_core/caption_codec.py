@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .bitstream import varint
 from .caption_methods import AUTO, CHOICES, LM_METHODS, METHOD_CODES, METHODS
 from .determinism import one_thread
 from .errors import ItcError
@@ -52,10 +53,13 @@ __all__ = ["METHODS", "METHOD_CODES", "LM_METHODS", "AC_METHODS", "AUTO", "CHOIC
            "encode_caption", "decode_caption", "choose_method", "in_file_bits", "compare_methods", "MAX_CAPTION_CHARS"]
 
 AC_METHODS = ("lm-ac", "lmm-ac")  # range-coded: in an .itc file their tokens share the file's one stream
-AUTO_ORDER = ("lmm-ac", "lm-ac", "utf8", "zlib", "lzma", "rank-zlib")  # auto's candidates; a tie goes to the earlier
+# auto's candidates; a tie goes to the earlier. lm-ac only without a reconstruction: beside lmm-ac it costs a second
+# LMM pass (a 7B model's, on hub presets) and saves a bit or so; rank-zlib (a sort over the vocabulary per token)
+# was never the cheapest on 20 tiny-world and 24 Kodak captions.
+AUTO_ORDER = ("lmm-ac", "lm-ac", "utf8", "zlib", "lzma")
 MAX_CAPTION_CHARS = 20_000
 _RECENT_PASSES = 3  # LMM passes NextTokenModel keeps: the text-only one, and the latest with a reconstruction or two
-_RECENT_BYTES = 64 << 20  # a longer pass (a 7B LMM's 32k vocabulary x 250 tokens) is not kept
+_RECENT_BYTES = 64 << 20  # in all; a longer pass (a 7B LMM's 32k vocabulary x 250 tokens) is not kept
 BLANK_GRAY = 128  # the context of the text-only methods: a uniform mid-gray image
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]  # the decoder's (64 MiB dictionary)
 
@@ -197,11 +201,12 @@ class NextTokenModel:
     def distributions(self, image: Image.Image, tokens: list[int]) -> np.ndarray:
         """(len(tokens), V) float64 next-token distributions along ``tokens``: exactly the decoder's path.
 
-        The last few results up to 64 MB are kept, read-only (the weights are fixed once loaded): ``auto``
-        codes one caption at every rate point with the same text-only pass, and rate-aware selection has
-        already run the pass of the caption it keeps.
+        The last few results, 64 MB in all, are kept read-only (the weights are fixed once loaded): rate-aware
+        selection has usually just run the pass of the caption it keeps, and ``lm-ac`` codes one caption at
+        every rate point with the same text-only pass.
         """
-        key = (image.mode, image.size, hashlib.sha256(image.tobytes()).digest(), tuple(int(t) for t in tokens))
+        rgb = image.convert("RGB")  # what the processor sees (a palette image's indices are not its colours)
+        key = (rgb.size, hashlib.sha256(rgb.tobytes()).digest(), tuple(int(t) for t in tokens))
         if key in self._recent:
             self._recent.move_to_end(key)
             return self._recent[key]
@@ -209,7 +214,7 @@ class NextTokenModel:
         probs.setflags(write=False)
         if probs.nbytes <= _RECENT_BYTES:
             self._recent[key] = probs
-        while len(self._recent) > _RECENT_PASSES:
+        while len(self._recent) > _RECENT_PASSES or sum(p.nbytes for p in self._recent.values()) > _RECENT_BYTES:
             self._recent.popitem(last=False)
         return probs
 
@@ -334,16 +339,6 @@ def _lm_payload(method: str, passes: _LmPasses, standalone: bool) -> CaptionPayl
     return CaptionPayload(method, data, len(passes.text), len(tokens), nll)
 
 
-def _varint(n: int) -> bytes:
-    """Unsigned LEB128 of ``n``: the byte count in front of a non-AC caption inside a file."""
-    out = bytearray()
-    while True:
-        out.append(n & 0x7F | (0x80 if n >= 0x80 else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
-
-
 def in_file_bits(payload: CaptionPayload) -> float:
     """What ``payload`` adds to an ``.itc`` file's stream, in bits (the file's ``caption`` bits).
 
@@ -352,7 +347,7 @@ def in_file_bits(payload: CaptionPayload) -> float:
     """
     if payload.method in AC_METHODS:
         return payload.nll_bits
-    return 8.0 * (len(_varint(len(payload.data))) + len(payload.data))
+    return 8.0 * (len(varint(len(payload.data))) + len(payload.data))
 
 
 def _unavailable(method: str, lm: NextTokenModel | None, context_image: Image.Image | None) -> str | None:
@@ -369,6 +364,8 @@ def _choose(text: str, lm: NextTokenModel | None, context_image: Image.Image | N
     passes = None if lm is None else _LmPasses(text, lm, context_image)
     payloads, ruled_out = {}, {}
     for method in AUTO_ORDER:
+        if method == "lm-ac" and lm is not None and context_image is not None:
+            continue
         why = _unavailable(method, lm, context_image)
         try:
             if why is None:
@@ -509,7 +506,7 @@ def encode_caption(stream: StreamEncoder, text: str, method: str, lm: NextTokenM
     if payload.method in AC_METHODS:
         stream.categorical(passes.tokens(), passes.probs(payload.method), "caption")
     else:
-        stream.bytes(_varint(len(payload.data)) + payload.data, "caption")
+        stream.bytes(varint(len(payload.data)) + payload.data, "caption")
     return payload
 
 

@@ -243,6 +243,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+MAX_THREADS = 1024
+
+
+def _threads(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_THREADS} threads, got {value}")
+    return value
+
+
 def _writable_parent(path: Path) -> None:
     """Refuse, before any work, an output whose folder cannot be made: a file stands in its path."""
     for parent in path.parents:  # nearest first
@@ -254,6 +264,7 @@ def _writable_parent(path: Path) -> None:
 
 def _encode_config(args):
     """The preset's :class:`~itc_core.config.Config`, once the options pass the checks that need no model."""
+    from .caption_methods import LM_METHODS
     from .config import load_config
 
     if args.target_bpp is not None and args.quality is not None:
@@ -267,6 +278,9 @@ def _encode_config(args):
     if args.quality is not None and args.quality not in qualities:
         raise ConfigError(f"quality {args.quality} not offered by preset {config.name}; "
                           f"valid: {', '.join(map(str, qualities))}")
+    if args.caption_method in LM_METHODS and not config.caption.lmm:
+        raise ConfigError(f"--caption-method {args.caption_method} needs an LMM, and preset {config.name} has none "
+                          "(use utf8, zlib, lzma or auto)")
     return config
 
 
@@ -389,7 +403,7 @@ def cmd_decode(args) -> int:
             _set_threads(args)
             # One file shows the denoising bar; a batch, its own bar over the files.
             codecs[preset] = _decoder_class(show_bar=not (args.quiet or batch)).from_preset(preset)
-        return codecs[preset].decode(data, restore=not args.no_restore, domain_check=not args.no_domain_check,
+        return codecs[preset].decode(data, restore=False if args.no_restore else None, domain_check=not args.no_domain_check,
                                      **restore_args), len(data)
 
     if not batch:
@@ -735,8 +749,12 @@ class _Parser(argparse.ArgumentParser):
 
 _THREADS_HELP = ("torch CPU threads for the models (default: torch's, all cores); entropy coding always uses one. "
                  "The tiny preset's models are fastest with 1, above all on a busy machine")
-_DOMAIN_HELP = ("tiny preset: treat an image that is not a 64x64 tiny-world scene as one anyway (the LMM captions "
-                "it, the restorer restores it); by default it gets a note, no LMM caption and no restoration")
+_DOMAIN_HELP = {
+    "encode": "tiny preset: code an image that is not a 64x64 tiny-world scene as one anyway (the LMM captions it); "
+              "by default it gets a note, no LMM caption, and a mark that keeps the decoder's restorer off it",
+    "decode": "tiny preset: restore files the restorer does not know (not 64x64, or marked by the encoder as not a "
+              "tiny-world scene); by default they decode to the bare reconstruction, with a note",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -756,14 +774,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", type=int, help="LIC rate point (default: the preset's)")
     p.add_argument("--target-bpp", type=float, help="highest quality whose file fits this many bits per pixel")
     p.add_argument("--caption", help="the caption to store (default: the preset's LMM writes one)")
-    p.add_argument("--threads", type=_positive_int, help=_THREADS_HELP)
+    p.add_argument("--threads", type=_threads, help=_THREADS_HELP)
     p.add_argument("--caption-select", choices=SELECT_MODES,
                    help="how the LMM's caption is chosen (default: the preset's caption.select)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (ours nor the libraries')")
     from .caption_methods import CHOICES
     p.add_argument("--caption-method", choices=CHOICES, help="how the caption is coded (default: the preset's "
                    "caption.method; auto: the cheapest method for the caption at hand, recorded in the file)")
-    p.add_argument("--no-domain-check", action="store_true", help=_DOMAIN_HELP)
+    p.add_argument("--no-domain-check", action="store_true", help=_DOMAIN_HELP["encode"])
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="rebuild the images of .itc files", description=(
@@ -773,7 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="image to write (.png, lossless); with several files a "
                    "directory (end it with / to decode a single file into a directory)")
     p.add_argument("--preset", help="a YAML path, for files encoded with a custom preset (default: the file's)")
-    p.add_argument("--threads", type=_positive_int, help=_THREADS_HELP)
+    p.add_argument("--threads", type=_threads, help=_THREADS_HELP)
     p.add_argument("--no-restore", action="store_true", help="write the bare LIC reconstruction (no diffusion)")
     p.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
     p.add_argument("--guidance", type=float, help="caption guidance scale (default: the preset's at the file's rate point)")
@@ -781,7 +799,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-colour-fix", action="store_true", help="skip the wavelet colour fix")
     p.add_argument("--quiet", action="store_true", help="no progress bars (ours nor the libraries'; without it, "
                    "one file shows the restorer's denoising bar on a terminal, a batch one bar over its files)")
-    p.add_argument("--no-domain-check", action="store_true", help=_DOMAIN_HELP)
+    p.add_argument("--no-domain-check", action="store_true", help=_DOMAIN_HELP["decode"])
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("inspect", help="sizes, bits by part (z, y, caption, header) and models of an .itc file")
@@ -827,7 +845,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pillow-qualities", type=_ints, help="JPEG/WebP qualities (default: itc_core.rd's lists)")
     p.add_argument("--misc-points", type=_misc_points, help="misc rate points BLOCKxCOLOURS,... (default: "
                    "32x4,16x4,8x4,8x8,4x8,4x16)")
-    p.add_argument("--threads", type=_positive_int, default=1, help="torch threads per process (default: 1; "
+    p.add_argument("--threads", type=_threads, default=1, help="torch threads per process (default: 1; "
                    "results are reproducible at the same thread count)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (ours nor the libraries')")
     p.set_defaults(func=cmd_eval)
@@ -846,7 +864,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which part to train (default: all but lic-semantic, in order)")
     p.add_argument("--qualities", type=int, nargs="+", help="rate points to train (default: all)")
     p.add_argument("--steps", type=int, help="training steps per stage (default: the recipe's)")
-    p.add_argument("--threads", type=_positive_int, help="torch threads")
+    p.add_argument("--threads", type=_threads, help="torch threads")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: the recipe's)")
     p.add_argument("--batch-size", type=int, help="restorer: training batch (default: the recipe's)")
     p.add_argument("--max-minutes", type=float, help="stop each training early after this long (reported as such)")

@@ -236,25 +236,24 @@ class ImageTextCodec:
         return check_domain(to_rgb(image)[0], self.config.domain)
 
     def _domain_gate(self, image: Image.Image, caption: str | bool | None, domain_check: bool,
-                     notes: list[str]) -> str | bool | None:
-        """The caption ``encode`` goes on with: for an image outside the preset's domain, no LMM caption (a
-        given one stays), and a note in ``notes``."""
+                     notes: list[str]) -> tuple[str | bool | None, bool]:
+        """(the caption ``encode`` goes on with, whether the file is marked out of domain): for an image outside
+        the preset's domain, no LMM caption and the mark (a given caption is stored instead), and a note."""
         verdict = self.domain_verdict(image) if domain_check else None
         if verdict is None or verdict.in_domain:
-            return caption
+            return caption, False
         from .domain import out_of_domain_note, restores_file
         given = isinstance(caption, str) and caption != ""
-        restored = self.config.restorer.kind is not None and restores_file(verdict.domain, *image.size, given)
+        restored = self.config.restorer.kind is not None and restores_file(verdict.domain, *image.size, not given)
         notes.append(out_of_domain_note(verdict, given, restored))
-        return caption if given else False
+        return (caption, False) if given else (False, True)
 
     def _restores(self, f: bitstream.ItcFile, notes: list[str]) -> bool:
         """Whether the preset's domain lets its restorer restore file ``f``; a note in ``notes`` when not."""
         from .domain import restores_file, unrestored_note
-        has_caption = f.text_method is not None
-        if restores_file(self.config.domain, f.width, f.height, has_caption):
+        if restores_file(self.config.domain, f.width, f.height, f.out_of_domain):
             return True
-        notes.append(unrestored_note(f.width, f.height, has_caption))
+        notes.append(unrestored_note(f.width, f.height, f.out_of_domain))
         return False
 
     def encode(self, image: Image.Image, quality: int | None = None, caption: str | bool | None = None,
@@ -265,14 +264,15 @@ class ImageTextCodec:
         Args:
             caption: the caption to store; None: the preset's LMM writes it (if the preset has one);
                 False or "": store no caption (the empty caption carries nothing: the file records no
-                caption, costs no caption bit, and decodes to caption None, which the restorer treats as "").
+                caption, costs no caption bit, and decodes to caption None; the restorer restores it uncaptioned).
             method: caption coding method (default: the preset's ``caption.method``); ``auto`` codes with
                 the cheapest method at hand (``caption_payload.method_choice`` says which and why) and the
                 file records that method.
             caption_select: how the LMM's caption is chosen (default: the preset's ``caption.select``);
                 the decoder does not depend on it.
             domain_check: apply the preset's ``domain`` (:mod:`itc_core.domain`): an image outside it gets a
-                note in ``notes`` and no LMM caption (a given one is stored). False: code it as any other.
+                note in ``notes``, no LMM caption and a mark in the file that keeps the decoder's restorer off
+                it (a given caption is stored instead, unmarked). False: code it as any other.
 
         The latents and the caption share one range-coded stream; ``reconstruction``
         is exactly what ``decode`` will give, and it is the context of the ``lmm-ac`` coder.
@@ -280,10 +280,13 @@ class ImageTextCodec:
         method = method or self.config.caption.method
         if method not in CHOICES:
             raise ConfigError(f"unknown caption method {method!r}; valid: {', '.join(CHOICES)}")
+        if method in LM_METHODS and not self.config.caption.lmm and caption is not False:
+            raise ConfigError(f"caption method {method} needs an LMM, and preset {self.config.name} has none "
+                              "(use utf8, zlib, lzma or auto)")
         image, notes = to_rgb(image)
         bitstream.check_size(image.width, image.height)  # before any model loads
         lic = self.image_codec(quality)
-        caption = self._domain_gate(image, caption, domain_check, notes)
+        caption, out_of_domain = self._domain_gate(image, caption, domain_check, notes)
         stream = StreamEncoder()
         reconstruction = tensor_to_image(lic.encode_to(stream, image_to_tensor(image)))
         choice = None
@@ -302,7 +305,8 @@ class ImageTextCodec:
         method = caption_payload.method if caption_payload else None
         models, _ = self._models(lic, method)
         f = bitstream.ItcFile(image.width, image.height, self.preset_code_name, lic.quality, method,
-                              bitstream.fingerprint_byte(models), stream.finish())
+                              bitstream.fingerprint_byte(models), stream.finish(),
+                              out_of_domain=out_of_domain and method is None)
         body = bitstream.header(f) + f.payload
         data = body + bitstream.check_value(models, body, caption, reconstruction.tobytes())
         return EncodeResult(data, reconstruction, lic.quality, image.width, image.height,
@@ -353,9 +357,9 @@ class ImageTextCodec:
             caption: decode the caption too; False decodes the image only (no LMM; the check, which covers
                 the caption, is then verified only for files without one).
             restore: run the restorer (default: when the preset has one); False gives the bare reconstruction.
-            domain_check: apply the preset's ``domain``: the tiny world's restorer restores only 64x64 files
-                that carry a caption (:func:`~itc_core.domain.restores_file`; ``notes`` says when it does not).
-                False: restore any file.
+            domain_check: apply the preset's ``domain`` when ``restore`` is left to its default: the tiny
+                world's restorer restores only 64x64 files that the encoder did not mark as outside the domain
+                (:func:`~itc_core.domain.restores_file`; ``notes`` says when it does not). False: restore any file.
             restore_args: ``steps``, ``guidance``, ``seed``, ``colour_fix`` for
                 :meth:`~itc_core.restorer.Restorer.restore` (default: the preset's; its guidance at the file's
                 rate point).
@@ -383,10 +387,10 @@ class ImageTextCodec:
             raise bitstream.CorruptedFile(
                 "the file's check fails: it is damaged, or was encoded with other weights, or this machine "
                 "computes the models differently from the encoder's (other platform or library versions)")
-        if restore is None:
-            restore = self.config.restorer.kind is not None
         notes = []
-        if restore and domain_check and self.config.domain and self.config.restorer.kind is not None:
-            restore = self._restores(f, notes)
+        if restore is None:  # the default; an explicit restore=True restores whatever the domain says
+            restore = self.config.restorer.kind is not None
+            if restore and domain_check and self.config.domain:
+                restore = self._restores(f, notes)
         restored = self.restorer.restore(image, text, quality=f.quality, **restore_args) if restore else None
         return DecodeResult(image, f, text, bits_split(data, stream.info), checked, restored, notes)

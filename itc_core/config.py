@@ -218,16 +218,22 @@ def _build(cls, values: dict[str, Any], where: str):
     return cls(**kwargs)
 
 
+_SCALARS = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}
+_WANTED = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "text"}
+
+
 def _check_scalar(field: dataclasses.Field, value: Any, where: str) -> None:
-    """A value of the default's kind where the default is a plain number, flag or string (ints count as
-    floats; None where the annotation admits it)."""
-    default = field.default
-    kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(type(default))
-    if not kinds or value is None and "None" in str(field.type):
+    """A value of the field's kind where it is a plain number, flag or string (``int`` counts as ``float``;
+    None where the annotation admits it), read off the annotation (``str | None``) or else the default."""
+    names = [n.strip() for n in str(field.type).split("|")]
+    if not set(names) <= set(_SCALARS) | {"None"}:
+        names = [type(field.default).__name__]
+    kinds = [n for n in names if n in _SCALARS]
+    if not kinds or value is None and "None" in names:
         return
-    if not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
-        wanted = {bool: "true or false", int: "an integer", float: "a number", str: "text"}[type(default)]
-        raise ConfigError(f"{where} must be {wanted}, got {value!r}")
+    allowed = tuple(t for n in kinds for t in _SCALARS[n])
+    if not isinstance(value, allowed) or isinstance(value, bool) and bool not in allowed:
+        raise ConfigError(f"{where} must be {' or '.join(_WANTED[n] for n in kinds)}, got {value!r}")
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -263,6 +269,8 @@ def _raw(name_or_path: str, seen: tuple = ()) -> dict:
         raise ConfigError(f"{path}: 'base' chain loops back to itself")
     values = _read_yaml(path)
     base = values.pop("base", None)
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"{path}: base must be a preset name or a YAML path, got {base!r}")
     values.setdefault("name", path.stem)
     return _inherit(_raw(base, seen + (path.resolve(),)), values) if base else values
 

@@ -131,7 +131,7 @@ def check_image(path: str | Path) -> tuple[int, int]:
     except _READ_ERRORS as err:
         raise ImageReadError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
     try:  # the container's own rule, as ImageTextCodec.encode applies it
-        bitstream.header(bitstream.ItcFile(width, height, "custom", 0, None, 0, b""))
+        bitstream.check_size(width, height)
     except ImageSizeError as err:
         raise ImageSizeError(f"{path}: {err}") from None
     return width, height

@@ -32,11 +32,12 @@ JPEG is noisier and may fail (121 of 200 pass at JPEG quality 95, 84 at 75): cod
 
 The decoder cannot repeat the palette check: the LIC blurs a scene's colours, to a coverage of 0.01-0.62 at
 q1 (200 val scenes), while the q1 reconstructions of out-of-world images reach 0.50. It applies the part it
-can, the size, and otherwise trusts the encoder, which stores no caption for an image outside the domain:
-:func:`restores_file` restores only 64x64 files that carry a caption. That costs scenes coded without a
-caption (``caption=False`` or ``""``) their restoration, which without a caption gains 1.4 dB at q1 and
-3.2 dB at q3 on average (200 val scenes; 34 and 10 of them end below the bare reconstruction):
-``decode(..., domain_check=False)`` or ``itc decode --no-domain-check`` restores them anyway.
+can, the size, and otherwise trusts the encoder, which marks a file whose image is outside the domain (caption
+method code 7 of the header: no caption, no byte more): :func:`restores_file` restores only unmarked 64x64
+files. Scenes coded without a caption (``caption=False`` or ``""``) are still restored, which without a caption
+gains 1.4 dB at q1 and 3.2 dB at q3 on average (200 val scenes; 34 and 10 of them end below the bare
+reconstruction). ``decode(..., domain_check=False)``, ``decode(..., restore=True)`` or
+``itc decode --no-domain-check`` restore any file.
 """
 
 from __future__ import annotations
@@ -119,11 +120,11 @@ def check_domain(image: Image.Image, domain: str = "tiny-world") -> DomainVerdic
     return DomainVerdict(domain, True, f"palette coverage {coverage:.2f} >= {MIN_COVERAGE}", coverage)
 
 
-def restores_file(domain: str, width: int, height: int, has_caption: bool) -> bool:
+def restores_file(domain: str, width: int, height: int, out_of_domain: bool) -> bool:
     """Whether the restorer of a ``domain`` preset restores a ``width`` x ``height`` file by default: the
-    tiny world's only a 64x64 file with a caption (the encoder stores none for an image outside the domain)."""
+    tiny world's only a 64x64 file the encoder did not mark as outside the domain."""
     _known(domain)
-    return has_caption and (width, height) == SCENE_SIZE
+    return not out_of_domain and (width, height) == SCENE_SIZE
 
 
 def out_of_domain_note(verdict: DomainVerdict, caption_given: bool, restored: bool) -> str:
@@ -140,9 +141,9 @@ def out_of_domain_note(verdict: DomainVerdict, caption_given: bool, restored: bo
             "or --no-domain-check to code it as a scene anyway")
 
 
-def unrestored_note(width: int, height: int, has_caption: bool) -> str:
+def unrestored_note(width: int, height: int, out_of_domain: bool) -> str:
     """The decoder's note on a file its tiny-world restorer leaves as it is (see :func:`restores_file`)."""
-    why = (["carries no caption"] if not has_caption else []) + (
+    why = (["was marked by its encoder as not a tiny-world scene"] if out_of_domain else []) + (
         [f"is {width}x{height} px, not {SCENE_SIZE[0]}x{SCENE_SIZE[1]}"] if (width, height) != SCENE_SIZE else [])
-    return (f"not restored: the file {' and '.join(why)}, and the tiny preset's restorer, which knows only 64x64 "
-            "tiny-world scenes, restores only captioned 64x64 files; --no-domain-check restores it anyway")
+    return (f"not restored: the file {' and '.join(why)}, and the tiny preset's restorer knows only 64x64 "
+            "tiny-world scenes; --no-domain-check restores it anyway")

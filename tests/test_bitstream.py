@@ -39,8 +39,16 @@ def test_sizes_needs_no_model():
     assert done.returncode == 0, done.stderr
     info = B.sizes(B.pack(make(text_method="zlib")))
     assert info == {"version": 2, "width": 64, "height": 64, "preset": "tiny", "quality": 1, "text_method": "zlib",
-                    "fingerprint": "a1", "bytes_header": 7, "bytes_payload": 15, "bytes_check": 2,
+                    "out_of_domain": False, "fingerprint": "a1", "bytes_header": 7, "bytes_payload": 15, "bytes_check": 2,
                     "bytes_total": 24, "bpp_total": 24 * 8 / 4096}
+
+
+def test_an_out_of_domain_mark_round_trips_and_holds_no_caption():
+    marked = B.unpack(B.pack(make(out_of_domain=True)))
+    assert marked.out_of_domain and marked.text_method is None and marked.header_bytes == 7  # no byte more
+    assert not B.unpack(B.pack(make())).out_of_domain
+    with pytest.raises(ValueError, match="stores no caption"):
+        B.header(make(out_of_domain=True, text_method="zlib"))
 
 
 @pytest.mark.parametrize("data", [b"", b"I", b"PNG\x89", b"\x89PNG\r\n\x1a\n" + bytes(40)])
@@ -73,9 +81,8 @@ def test_impossible_fields_are_refused():
     with pytest.raises(ValueError, match="unknown preset"):
         B.pack(make(preset="huge"))
     ok = B.pack(make())
-    for forged, message in [(ok[:3] + B._varint(19999) * 2 + ok[5:], "20000x20000"),
+    for forged, message in [(ok[:3] + B.varint(19999) * 2 + ok[5:], "20000x20000"),
                             (ok[:3] + b"\xff\xff\xff\x7f" + ok[4:], "size field too long"),
-                            (ok[:5] + bytes([7]) + ok[6:], "caption method code 7"),
                             (ok[:5] + bytes([7 << 5]) + b"\x03" + ok[6:], "quality byte")]:
         with pytest.raises(B.CorruptedFile, match=message):
             B.unpack(forged)

@@ -65,6 +65,9 @@ def files(tmp_path_factory) -> Path:
     (d / "bad.yaml").write_text("image_codec: [unclosed\n")
     (d / "list.yaml").write_text("- just\n- a list\n")
     (d / "steps-text.yaml").write_text("train:\n  steps: many\n")
+    (d / "weights-number.yaml").write_text("base: tiny\nimage_codec: {weights: 5}\n")
+    (d / "base-number.yaml").write_text("base: 5\n")
+    (d / "no-lmm.yaml").write_text("base: tiny\ncaption: {lmm: null}\n")
     (d / "run.yaml").write_text("train:\n  steps: 5\n")
     (d / "ok.itc").write_bytes(fake_itc())
     (d / "empty.itc").write_bytes(b"")
@@ -73,7 +76,7 @@ def files(tmp_path_factory) -> Path:
     (d / "v7.itc").write_bytes(b"IT\x07" + fake_itc()[3:])
     (d / "v1.itc").write_bytes(b"ITC\x01" + fake_itc()[4:])
     (d / "gif.itc").write_bytes(b"GIF89a" + fake_itc())
-    (d / "side.itc").write_bytes(fake_itc()[:3] + bitstream._varint(19999) * 2 + fake_itc()[5:])
+    (d / "side.itc").write_bytes(fake_itc()[:3] + bitstream.varint(19999) * 2 + fake_itc()[5:])
     (d / "custom.itc").write_bytes(fake_itc(preset="custom"))
     (d / "q200.itc").write_bytes(fake_itc(quality=200))
     (d / "caption-junk.cap").write_bytes(b"\x02" + bytes(4) + b"\xff\x00junk")  # zlib code, a payload that is not
@@ -184,10 +187,15 @@ QUICK = [
     (["tiny-zoo", "--threads", "0"], 2, 1, r"--threads: "),
 ]
 
-# Known leaks in modules the CLI calls, not in the CLI (strict: a fixed one fails here, to be moved into QUICK).
-CONFIG_CASES = [  # finetune configs with a value of the wrong type, or not YAML at all
+CONFIG_CASES = [  # configs and presets with a value of the wrong type, or not YAML at all
     (["finetune", "--config", "{d}/steps-text.yaml"], 2, 1, r"steps must be an integer"),
     (["finetune", "--config", "{d}/scene.png"], 2, 1, r"scene.png: not a YAML file"),
+    (["encode", "{d}/scene.png", "-o", "{o}/x.itc", "--preset", "{d}/weights-number.yaml"], 2, 1,
+     r"weights must be text, got 5"),
+    (["encode", "{d}/scene.png", "-o", "{o}/x.itc", "--preset", "{d}/base-number.yaml"], 2, 1, r"base must be"),
+    (["encode", "{d}/scene.png", "-o", "{o}/x.itc", "--preset", "{d}/no-lmm.yaml", "--caption", "abc",
+      "--caption-method", "lmm-ac"], 2, 1, r"needs an LMM"),
+    (["encode", "{d}/scene.png", "-o", "{o}/x.itc", "--threads", "99999999999"], 2, 1, r"at most 1024 threads"),
 ]
 
 CODED = [

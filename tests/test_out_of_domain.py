@@ -10,6 +10,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from itc_core import bitstream
 from itc_core.captioner import CaptionChoice
 from itc_core.cli import main
 from itc_core.codec import ImageTextCodec
@@ -74,10 +75,10 @@ def test_domain_is_a_preset_key(tmp_path):
         load_config(str(bad))
 
 
-def test_restores_only_captioned_scene_sized_files():
-    assert restores_file("tiny-world", 64, 64, True)
-    assert not restores_file("tiny-world", 64, 64, False)
-    assert not restores_file("tiny-world", 512, 600, True)
+def test_restores_only_unmarked_scene_sized_files():
+    assert restores_file("tiny-world", 64, 64, out_of_domain=False)
+    assert not restores_file("tiny-world", 64, 64, out_of_domain=True)
+    assert not restores_file("tiny-world", 512, 600, out_of_domain=False)
 
 
 class RecordingRestorer:
@@ -134,20 +135,25 @@ def test_scenes_are_coded_as_before(codec):
     assert codec.lmm_calls == 10
 
 
-def test_decode_restores_only_captioned_scene_files(codec, grace):
+def test_decode_restores_only_unmarked_scene_sized_files(codec, grace):
     restorer = codec._restorer
     scene = sample(2_000_000)[0]
     captioned = codec.decode(codec.encode(scene).data)
     assert captioned.restored is not None and not captioned.notes and restorer.captions == ["lmm caption"]
-    bare = codec.decode(codec.encode(scene, caption=False).data)
-    assert bare.restored is None and bare.image is bare.reconstruction and "carries no caption" in bare.notes[0]
-    assert codec.decode(codec.encode(scene, caption=False).data, domain_check=False).restored is not None
+    uncaptioned = codec.decode(codec.encode(scene, caption=False).data)  # a scene without a caption: restored
+    assert uncaptioned.restored is not None and not uncaptioned.notes
+    thumbnail = codec.encode(grace.resize((64, 64)))  # 64x64 but no scene: marked, and left alone
+    assert bitstream.unpack(thumbnail.data).out_of_domain and thumbnail.caption is None
+    bare = codec.decode(thumbnail.data)
+    assert bare.restored is None and bare.image is bare.reconstruction and "marked by its encoder" in bare.notes[0]
+    assert codec.decode(thumbnail.data, domain_check=False).restored is not None
+    assert codec.decode(thumbnail.data, restore=True).restored is not None  # an explicit request wins
+    assert codec.decode(thumbnail.data, restore=False).notes == []  # nothing withheld
     photo = codec.decode(codec.encode(grace.resize((80, 96)), caption="a woman").data)
     assert photo.restored is None and "80x96 px, not 64x64" in photo.notes[0]
-    assert codec.decode(codec.encode(scene, caption=False).data, restore=False).notes == []  # nothing withheld
     codec.config.domain = None  # laptop and paper: every file restored, as before
-    assert codec.decode(codec.encode(scene, caption=False).data).restored is not None
-    assert restorer.captions == ["lmm caption", None, None]
+    assert codec.decode(thumbnail.data).restored is not None
+    assert restorer.captions == ["lmm caption", None, None, None, None]
 
 
 def test_cli_prints_the_notes_and_takes_the_override(tmp_path, grace, capsys):
@@ -157,7 +163,8 @@ def test_cli_prints_the_notes_and_takes_the_override(tmp_path, grace, capsys):
     assert main(["encode", str(photo), "-o", str(tmp_path / "g.itc"), "--preset", preset]) == 0
     assert "itc: note: not a tiny-world scene (80x96 px" in capsys.readouterr().err
     assert main(["decode", str(tmp_path / "g.itc"), "-o", str(tmp_path / "g.png"), "--preset", preset]) == 0
-    assert "itc: note: not restored: the file carries no caption" in capsys.readouterr().err
+    assert "itc: note: not restored: the file was marked by its encoder" in capsys.readouterr().err
     assert main(["encode", str(photo), "-o", str(tmp_path / "o.itc"), "--preset", preset, "--no-domain-check"]) == 0
     assert "tiny-world" not in capsys.readouterr().err
-    assert (tmp_path / "o.itc").read_bytes() == (tmp_path / "g.itc").read_bytes()  # no caption either way here
+    marked, unmarked = (bitstream.unpack((tmp_path / name).read_bytes()) for name in ("g.itc", "o.itc"))
+    assert marked.out_of_domain and not unmarked.out_of_domain and marked.payload == unmarked.payload
