@@ -22,7 +22,8 @@ from .caption_methods import CHOICES, LM_METHODS
 from .errors import ConfigError
 
 __all__ = ["ImageCodecConfig", "CaptionConfig", "RestorerConfig", "Config", "PRESETS", "PRESET_DIR", "SELECT_MODES",
-           "RESTORER_KINDS", "DOMAINS", "load_config", "data_dir", "resolve_path", "resolve_model"]
+           "RESTORER_KINDS", "DOMAINS", "load_config", "data_dir", "resolve_path", "resolve_model", "read_yaml",
+           "build_dataclass", "merge_dicts"]
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PRESETS = ("tiny", "laptop", "paper")
@@ -198,7 +199,7 @@ def resolve_path(path: str) -> Path:
     return p if p.is_absolute() else data_dir() / p
 
 
-def _build(cls, values: dict[str, Any], where: str):
+def build_dataclass(cls, values: dict[str, Any], where: str):
     """Dataclass ``cls`` from ``values``, recursing into nested dataclasses; unknown keys are an error."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
@@ -211,7 +212,7 @@ def _build(cls, values: dict[str, Any], where: str):
         factory = fields[name].default_factory
         nested = factory() if factory is not dataclasses.MISSING else None
         if dataclasses.is_dataclass(nested):
-            kwargs[name] = _build(type(nested), value, f"{where}.{name}")
+            kwargs[name] = build_dataclass(type(nested), value, f"{where}.{name}")
         else:
             _check_scalar(fields[name], value, f"{where}.{name}")
             kwargs[name] = value
@@ -236,14 +237,16 @@ def _check_scalar(field: dataclasses.Field, value: Any, where: str) -> None:
         raise ConfigError(f"{where} must be {' or '.join(_WANTED[n] for n in kinds)}, got {value!r}")
 
 
-def _merge(base: dict, override: dict) -> dict:
+def merge_dicts(base: dict, override: dict) -> dict:
+    """``base`` with ``override`` on top, nested mappings merged key by key (the other file's choices win)."""
     out = dict(base)
     for key, value in override.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = merge_dicts(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path) -> dict:
+    """The mapping a YAML file holds; ConfigError (with line and column) for anything else."""
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError:
@@ -259,7 +262,7 @@ def _read_yaml(path: Path) -> dict:
 
 def _raw(name_or_path: str, seen: tuple = ()) -> dict:
     if name_or_path in PRESETS:
-        values = _read_yaml(PRESET_DIR / f"{name_or_path}.yaml")
+        values = read_yaml(PRESET_DIR / f"{name_or_path}.yaml")
         values.setdefault("name", name_or_path)
         return values
     path = Path(name_or_path)
@@ -267,7 +270,7 @@ def _raw(name_or_path: str, seen: tuple = ()) -> dict:
         raise ConfigError(f"unknown preset {name_or_path!r}; valid: {', '.join(PRESETS)} or a path to a .yaml file")
     if path.resolve() in seen:
         raise ConfigError(f"{path}: 'base' chain loops back to itself")
-    values = _read_yaml(path)
+    values = read_yaml(path)
     base = values.pop("base", None)
     if base is not None and not isinstance(base, str):
         raise ConfigError(f"{path}: base must be a preset name or a YAML path, got {base!r}")
@@ -281,7 +284,7 @@ def _inherit(base: dict, override: dict) -> dict:
     are checked as written (a width for a point it does not offer is an error). Likewise a preset that sets
     ``restorer.guidance`` or ``guidance_by_quality``, or another restorer ``kind`` or ``model``, replaces the
     base's guidance per rate point (tuned for the base's restorer): ``guidance: 3`` alone means 3 at every point."""
-    merged = _merge(base, override)
+    merged = merge_dicts(base, override)
     restorer = override.get("restorer")
     if isinstance(restorer, dict) and {"guidance", "guidance_by_quality", "kind", "model"} & set(restorer) \
             and isinstance(merged.get("restorer"), dict):  # the guidance written here (or another model's) is all of it
@@ -302,7 +305,7 @@ def _inherit(base: dict, override: dict) -> dict:
 
 def load_config(name_or_path: str = "tiny") -> Config:
     """The :class:`Config` of a preset name or a user YAML path (optionally ``base: PRESET`` plus overrides)."""
-    cfg = _build(Config, _raw(str(name_or_path)), str(name_or_path))
+    cfg = build_dataclass(Config, _raw(str(name_or_path)), str(name_or_path))
     ic = cfg.image_codec
     if str(name_or_path) not in PRESETS and cfg.name in PRESETS:
         raise ConfigError(f"{name_or_path}: a user preset may not be named {cfg.name!r} like a built-in one; rename it")

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import _build, _merge, _read_yaml
+from .config import build_dataclass, merge_dicts, read_yaml
 from .errors import ConfigError, ItcError
 from .losses import PIXEL_TERMS, TERMS, CodecLoss, PeriodicErrorTerm
 
@@ -146,12 +146,12 @@ def load_finetune_config(source: str | Path | dict, overrides: dict | None = Non
         if not path.is_file():
             raise ConfigError(f"{source}: no such config file (a run YAML; the docstring of itc_core/finetune.py "
                               "shows one)")
-        values = _read_yaml(path)
+        values = read_yaml(path)
         zoo_keys = sorted({"rate_points", "qualities", "lambda", "test_scenes"} & set(values))
         if zoo_keys:
             raise ConfigError(f"{source} is a tiny-zoo recipe ({', '.join(zoo_keys)}: several runs): train it with "
                               "`itc tiny-zoo --only lic` or `--only lic-semantic`")
-    cfg = _build(FinetuneConfig, _merge(values, overrides or {}), str(source) if not isinstance(source, dict) else "config")
+    cfg = build_dataclass(FinetuneConfig, merge_dicts(values, overrides or {}), str(source) if not isinstance(source, dict) else "config")
     if cfg.train.schedule not in ("cosine", "step", "constant"):
         raise ConfigError(f"train.schedule {cfg.train.schedule!r}; valid: cosine, step, constant")
     if cfg.data.kind not in ("tiny", "folder", "coco"):

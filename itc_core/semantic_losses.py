@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import WeightsError
-from .tinyworld.train_clip import CLIP_MEAN, CLIP_STD, _text_batch
+from .tinyworld.train_clip import CLIP_MEAN, CLIP_STD, text_batch
 
 __all__ = ["ClipFeatures", "LpipsStyle", "LpipsPackage", "ClipIqa", "ClipI2T", "build_semantic_terms", "load_clip"]
 
@@ -78,7 +78,7 @@ class ClipFeatures(nn.Module):
         probe = tok("a").input_ids
         if probe and probe[-1] == tok.eos_token_id:  # a hub CLIP tokenizer adds BOS/EOS itself
             return tok(texts, padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt")
-        return _text_batch(tok, texts, self.max_text_tokens)  # the tiny tokenizer: EOS appended as in training
+        return text_batch(tok, texts, self.max_text_tokens)  # the tiny tokenizer: EOS appended as in training
 
     @torch.no_grad()
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:

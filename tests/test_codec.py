@@ -127,3 +127,17 @@ def test_the_package_exports_the_codec_without_importing_torch():
     code = ("import sys, itc_core; assert 'torch' not in sys.modules; "
             "from itc_core import ImageTextCodec; from itc_core.codec import ImageTextCodec as C; assert ImageTextCodec is C")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_codec_path_imports_no_training_code():
+    """Every module ``encode``/``decode`` loads (the LIC, the LMM, the restorer, the domain check) imports no
+    trainer, loss or recipe: a user who only codes never pays for, or depends on, training code."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import itc_core.codec, itc_core.captioner, itc_core.caption_codec, itc_core.image_codec, "
+            "itc_core.restorer, itc_core.domain, itc_core.cli; "
+            "bad = [m for m in sys.modules if m.startswith('itc_core') and "
+            "any(k in m for k in ('train', 'finetune', 'losses'))]; sys.exit(f'imported {bad}' if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

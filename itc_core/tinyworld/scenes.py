@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw
 
 __all__ = [
     "SHAPES", "COLOURS", "SIZES", "POSITIONS", "PATTERNS", "SPLITS",
-    "SceneObject", "Scene", "generate_scene", "render", "caption", "parse_caption",
+    "SceneObject", "Scene", "generate_scene", "render", "pattern_colour", "caption", "parse_caption",
     "split_seeds", "sample", "caption_accuracy", "caption_confusions", "ATTRIBUTES",
 ]
 
@@ -219,14 +219,15 @@ def _shade(rgb: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
     return tuple(round(c * (1 + factor)) for c in rgb)
 
 
-def _pattern_colour(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+def pattern_colour(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The shade a background pattern of colour ``rgb`` is drawn in (darker on light colours, lighter on dark)."""
     return _shade(rgb, -0.35) if sum(rgb) > 300 else _shade(rgb, 0.35)
 
 
 def _draw_background(draw: ImageDraw.ImageDraw, scene: Scene, size: int) -> None:
     base = COLOURS[scene.background]
     draw.rectangle([0, 0, size, size], fill=base)
-    accent = _pattern_colour(base)
+    accent = pattern_colour(base)
     period = max(size // 8, 2)
     if scene.pattern == "striped":
         for y in range(0, size, period):

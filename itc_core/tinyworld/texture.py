@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .scenes import COLOURS, Scene, _pattern_colour, render
+from .scenes import COLOURS, Scene, pattern_colour, render
 
 __all__ = ["dot_grid_contrast", "dot_grid_colour_cosine"]
 
@@ -63,7 +63,7 @@ def dot_grid_colour_cosine(image: Image.Image, scene: Scene, seed: int = 0) -> f
     pattern would give its dots on this background: near 1 when a codec paints the dotted pattern itself (a
     hedge between "plain" and "dotted"), near 0 for a grid of some other origin (e.g. upsampling artefacts)."""
     diff = _grid_difference(image, scene, seed, 0)
-    accent = np.subtract(_pattern_colour(COLOURS[scene.background]), COLOURS[scene.background], dtype=np.float32)
+    accent = np.subtract(pattern_colour(COLOURS[scene.background]), COLOURS[scene.background], dtype=np.float32)
     return float(diff @ accent / (np.linalg.norm(diff) * np.linalg.norm(accent) + 1e-9))
 
 

@@ -48,7 +48,7 @@ from .scenes import COLOURS, SHAPES, SIZES, batch, caption, generate_scene, spli
 from .tokenizer import train_tokenizer
 
 __all__ = ["ClipRecipe", "RERANK_RECIPE", "train_clip", "pixel_tensor", "retrieval_top1", "attribute_discrimination",
-           "variant_caption", "CLIP_MEAN", "CLIP_STD"]
+           "variant_caption", "text_batch", "CLIP_MEAN", "CLIP_STD"]
 
 VARIED = {"shape": SHAPES, "colour": tuple(COLOURS), "size": tuple(SIZES)}
 
@@ -95,7 +95,8 @@ def pixel_tensor(images_uint8: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
-def _text_batch(tokenizer, texts: list[str], max_tokens: int) -> dict[str, torch.Tensor]:
+def text_batch(tokenizer, texts: list[str], max_tokens: int) -> dict[str, torch.Tensor]:
+    """``texts`` as the tiny CLIP reads them: token ids cut to ``max_tokens`` with EOS last, padded, with a mask."""
     ids = [row[: max_tokens - 1] + [tokenizer.eos_token_id] for row in tokenizer(texts, add_special_tokens=False).input_ids]
     width = max(map(len, ids))
     input_ids = torch.full((len(ids), width), tokenizer.pad_token_id)
@@ -229,7 +230,7 @@ def attribute_discrimination(model: CLIPModel, tokenizer, seeds, max_tokens: int
             texts = [caption(scene)] + [
                 caption(replace(scene, objects=scene.objects[:i] + (replace(o, **{attr: v}),) + scene.objects[i + 1:]))
                 for i, o in enumerate(scene.objects) for v in options if v != getattr(o, attr)]
-            txt = _features(model.get_text_features(**{n: t.to(device) for n, t in _text_batch(tokenizer, texts, max_tokens).items()}))
+            txt = _features(model.get_text_features(**{n: t.to(device) for n, t in text_batch(tokenizer, texts, max_tokens).items()}))
             sims = F.normalize(txt, dim=-1) @ img[k]
             wins[attr] += int(sims[0] > sims[1:].max())
     return {attr: w / len(seeds) for attr, w in wins.items()}
@@ -243,7 +244,7 @@ def retrieval_top1(model: CLIPModel, tokenizer, seeds, candidates: int = 100, ma
     seeds = list(seeds)
     texts = [caption(generate_scene(s)) for s in seeds]
     img = F.normalize(_features(model.get_image_features(pixel_values=pixel_tensor(batch(seeds)).to(device))), dim=-1)
-    inputs = {n: t.to(device) for n, t in _text_batch(tokenizer, texts, max_tokens).items()}
+    inputs = {n: t.to(device) for n, t in text_batch(tokenizer, texts, max_tokens).items()}
     txt = F.normalize(_features(model.get_text_features(**inputs)), dim=-1).cpu()
     img = img.cpu()
     hits = 0
@@ -353,7 +354,7 @@ def train_clip(out_dir: Path, workdir: Path, recipe: ClipRecipe | None = None, d
         rng = random.Random(recipe.seed * 1_000_003 + step)  # the hard negatives of a step, the same after a resume
         batch_texts = [texts[i] for i in idx] + [variant_caption(scenes[i], rng) for i in idx
                                                  for _ in range(recipe.hard_negatives)]
-        inputs = {n: t.to(device) for n, t in _text_batch(tokenizer, batch_texts, recipe.max_text_tokens).items()}
+        inputs = {n: t.to(device) for n, t in text_batch(tokenizer, batch_texts, recipe.max_text_tokens).items()}
         if frozen:
             image_embeds = _embed_from_layer(model, frozen, features[idx].to(device).float())
         else:

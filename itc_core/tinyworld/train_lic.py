@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import _read_yaml
+from ..config import read_yaml
 from ..errors import WeightsError
 from ..finetune import RECIPE_DIR, export_lic, load_finetune_config, read_segments, train
 from ..image_codec import ImageCodec, build_model, load_weights
@@ -54,7 +54,7 @@ def load_lic_recipe(overrides: dict | None = None, path: str | Path = RECIPE) ->
     ``train`` {quality: ``train`` keys of its own} for rate points fine-tuned from another, ``then`` {quality:
     {loss: .., train: ..}} for rate points trained again after their schedule with a loss and schedule of their
     own (from the first stage's weights, at the same λ; the second stage is what ships), and ``test_scenes``."""
-    values = _read_yaml(Path(path))
+    values = read_yaml(Path(path))
     rate_points, sizes, starts, trains, thens = {}, {}, {}, {}, {}
     for q, point in values.pop("rate_points").items():
         if isinstance(point, dict):  # {lambda: λ, N: .., M: .., from: q', train: {..}, then: {loss: {..}, train: {..}}}
@@ -306,7 +306,7 @@ def semantic_run(quality: int, base_dir: Path | None = None, out_dir: str | Path
 
     base_dir = Path(base_dir) if base_dir else data_dir() / "tiny" / "lic"
     base = json.loads((base_dir / "manifest.json").read_text())["models"][str(quality)]
-    values = _read_yaml(SEMANTIC_RECIPE)
+    values = read_yaml(SEMANTIC_RECIPE)
     for key in ("qualities", "lambda", "test_scenes"):
         values.pop(key, None)
     values["model"]["init"] = str(base_dir / base["file"])
@@ -327,7 +327,7 @@ def semantic_run(quality: int, base_dir: Path | None = None, out_dir: str | Path
 def train_semantic_zoo(out_dir: Path, base_dir: Path, workdir: Path, qualities: list[int] | None = None,
                        device: str | None = None, max_minutes: float | None = None, steps: int | None = None) -> dict:
     """Fine-tune the base rate points in ``base_dir`` with the semantic-perceptual loss; export into ``out_dir``."""
-    recipe_values = _read_yaml(SEMANTIC_RECIPE)
+    recipe_values = read_yaml(SEMANTIC_RECIPE)
     qualities = qualities or recipe_values["qualities"]
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / "manifest.json"
