@@ -344,3 +344,19 @@ def test_a_second_stage_waits_for_an_unfinished_first_and_refuses_its_own_lambda
     assert load_lic_recipe(path=path)["then"][1] == {"loss": {"kappa": {"mse": 1.0}}}
     shortened = load_lic_recipe(overrides={"train": {"steps": 5}})  # `itc tiny-zoo --steps 5`: second stages too
     assert {q: stage["train"]["steps"] for q, stage in shortened["then"].items()} == {1: 5, 2: 5, 3: 5}
+
+
+def test_reports_record_the_command_that_ran(monkeypatch):
+    """A report's ``command`` is the process's own command line, not a fixed string."""
+    import sys
+    import types
+
+    from itc_core.tinyworld.checkpoint import command_line
+
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/itc", "tiny-zoo", "--only", "referee", "--steps", "3"])
+    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__spec__=None))
+    assert command_line() == "itc tiny-zoo --only referee --steps 3"
+    monkeypatch.setattr(sys, "argv", ["/repo/itc_core/tinyworld/train_lmm.py", "--lr", "1e-4", "--out", "a b"])
+    monkeypatch.setitem(sys.modules, "__main__",
+                        types.SimpleNamespace(__spec__=types.SimpleNamespace(name="itc_core.tinyworld.train_lmm")))
+    assert command_line() == "python -m itc_core.tinyworld.train_lmm --lr 1e-4 --out 'a b'"

@@ -4,12 +4,23 @@ and the ``python -m`` entry points' recipe flags."""
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "files_tag", "lic_config", "lic_files", "add_recipe_arguments",
+__all__ = ["command_line", "save_checkpoint", "load_checkpoint", "files_tag", "lic_config", "lic_files", "add_recipe_arguments",
            "recipe_from_arguments"]
+
+
+def command_line() -> str:
+    """This process's own command line, as a report records it (``itc tiny-zoo --only referee --steps 3``,
+    ``python -m itc_core.tinyworld.train_lmm …``), never a command that did not run."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    head = ["python", "-m", spec.name] if spec is not None and spec.name != "__main__" else [Path(sys.argv[0]).name]
+    return shlex.join(head + sys.argv[1:])
 
 
 def save_checkpoint(path: Path, step: int, gen: torch.Generator, **parts) -> None:

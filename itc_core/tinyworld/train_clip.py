@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
-from .checkpoint import add_recipe_arguments, load_checkpoint, recipe_from_arguments, save_checkpoint
+from .checkpoint import add_recipe_arguments, command_line, load_checkpoint, recipe_from_arguments, save_checkpoint
 from .scenes import COLOURS, SHAPES, SIZES, batch, caption, generate_scene, split_seeds
 from .tokenizer import train_tokenizer
 
@@ -320,7 +320,7 @@ def _embed_from_layer(model: CLIPModel, frozen: int, h: torch.Tensor) -> torch.T
 
 
 def train_clip(out_dir: Path, workdir: Path, recipe: ClipRecipe | None = None, device: str = "cpu",
-               command: str = "itc tiny-zoo --only clip") -> dict:
+               command: str | None = None) -> dict:
     """Train (resuming from ``workdir``) and save the tokenizer + CLIPModel to ``out_dir``; returns the report."""
     recipe = recipe or ClipRecipe()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -393,7 +393,7 @@ def train_clip(out_dir: Path, workdir: Path, recipe: ClipRecipe | None = None, d
               "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
               "train_seconds_this_run": round(seconds, 1), "threads": torch.get_num_threads(),
               "retrieval_top1": top1, "retrieval": f"val seeds, {recipe.eval_scenes} scenes x {recipe.candidates} candidates",
-              "true_caption_beats_every_variant": discrimination, "device": str(device), "command": command}
+              "true_caption_beats_every_variant": discrimination, "device": str(device), "command": command or command_line()}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 

@@ -30,7 +30,7 @@ from ..errors import WeightsError
 from ..finetune import RECIPE_DIR, export_lic, load_finetune_config, read_segments, train
 from ..image_codec import ImageCodec, build_model, load_weights
 from ..metrics import psnr
-from .checkpoint import files_tag
+from .checkpoint import command_line, files_tag
 from .scenes import batch, split_seeds
 
 __all__ = ["load_lic_recipe", "train_lic_zoo", "train_semantic_zoo", "semantic_run", "matched_lambda", "measure_lic", "RECIPE"]
@@ -265,7 +265,7 @@ def train_lic_zoo(out_dir: Path, workdir: Path, recipe: dict | None = None, qual
                        "sizes": recipe.get("sizes", {}), "starts": recipe.get("starts", {}),
                        "train": recipe.get("train", {}), "then": recipe.get("then", {}),
                        "test_scenes": recipe["test_scenes"]},
-            "command": "itc tiny-zoo --only lic",
+            "command": command_line(),
             "data": {"test_seeds": [split_seeds("test", recipe["test_scenes"])[0],
                                     split_seeds("test", recipe["test_scenes"])[-1]]},
         })
@@ -342,7 +342,7 @@ def train_semantic_zoo(out_dir: Path, base_dir: Path, workdir: Path, qualities: 
         entry.update(steps=result["steps"], planned_steps=result["planned_steps"], base_lambda=base["lambda"],
                      base_terms=at_start)
         _update_manifest(manifest_path, workdir / "manifest", q, entry, fields={
-            "recipe": SEMANTIC_RECIPE.name, "base": "tiny/lic", "command": "itc tiny-zoo --only lic-semantic",
+            "recipe": SEMANTIC_RECIPE.name, "base": "tiny/lic", "command": command_line(),
             "environment": {"python": sys.version.split()[0], "torch": torch.__version__, "device": device or "auto",
                             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}})
     return json.loads(manifest_path.read_text())

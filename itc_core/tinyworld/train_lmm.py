@@ -42,7 +42,7 @@ from transformers import (AutoTokenizer, CLIPImageProcessor, CLIPModel, CLIPVisi
 from ..caption_codec import BLANK_GRAY  # the text-only context: a mid-gray image both coder ends can make
 from ..config import data_dir, load_config
 from ..image_codec import ImageCodec
-from .checkpoint import (add_recipe_arguments, files_tag, lic_config, lic_files, load_checkpoint,
+from .checkpoint import (add_recipe_arguments, command_line, files_tag, lic_config, lic_files, load_checkpoint,
                          recipe_from_arguments, save_checkpoint)
 from .scenes import SHAPES, batch, caption, caption_accuracy, generate_scene, split_seeds
 from .train_clip import CLIP_MEAN, CLIP_STD, pixel_tensor, time_box, warmup_cosine
@@ -235,7 +235,7 @@ def _start_from(model: LlavaForConditionalGeneration, recipe: LmmRecipe) -> list
 
 
 def train_lmm(out_dir: Path, clip_dir: Path, workdir: Path, recipe: LmmRecipe | None = None,
-              lic_dir: Path | None = None, device: str = "cpu", command: str = "itc tiny-zoo --only lmm") -> dict:
+              lic_dir: Path | None = None, device: str = "cpu", command: str | None = None) -> dict:
     """Train (resuming from ``workdir``) and save the tiny LMM with its processor to ``out_dir``; returns the report.
 
     The LIC reconstructions come from the tiny preset's weights (its ``image_codec`` config: architecture,
@@ -313,7 +313,7 @@ def train_lmm(out_dir: Path, clip_dir: Path, workdir: Path, recipe: LmmRecipe | 
     processor.save_pretrained(out_dir)
     report = {"recipe": asdict(recipe), "parameters": sum(p.numel() for p in model.parameters()),
               "train_seconds_this_run": round(seconds, 1), "device": str(device), "threads": torch.get_num_threads(),
-              "prompt": PROMPT, "command": command}
+              "prompt": PROMPT, "command": command or command_line()}
     from ..captioner import generation_kwargs  # the preset's length limit and repetition guard, as users get them
 
     guard = generation_kwargs(load_config("tiny").caption)

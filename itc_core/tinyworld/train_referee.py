@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import command_line, load_checkpoint, save_checkpoint
 from .referee import CELL_HEADS, SCENE_HEADS, Referee, RefereeNet, scene_targets
 from .scenes import SPLITS, batch, generate_scene, split_seeds
 from .train_clip import warmup_cosine
@@ -166,7 +166,7 @@ def export_referee(net: RefereeNet, recipe: RefereeRecipe, out_dir: Path, second
         "recipe": asdict(recipe),
         "trained_steps": trained_steps,
         "train_seconds_this_run": round(seconds, 1),
-        "command": "itc tiny-zoo --only referee",
+        "command": command_line(),
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "threads": torch.get_num_threads(), "device": device},
     }

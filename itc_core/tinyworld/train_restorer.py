@@ -41,7 +41,7 @@ from ..config import resolve_path
 from ..image_codec import ImageCodec
 from ..metrics import psnr
 from ..restorer import TinyRestorerPipeline
-from .checkpoint import files_tag, lic_config, lic_files, load_checkpoint, save_checkpoint
+from .checkpoint import command_line, files_tag, lic_config, lic_files, load_checkpoint, save_checkpoint
 from .scenes import COLOURS, Scene, caption, generate_scene, render, split_seeds
 from .train_clip import time_box, warmup_cosine
 
@@ -284,7 +284,7 @@ def train_restorer(out_dir: Path, clip_dir: Path, workdir: Path, recipe: Restore
               "data_seconds": round(data_seconds, 1), "threads": torch.get_num_threads(),
               "loss_last_100_steps": float(np.mean(losses[-10:])) if losses else None,
               "lic": {q: codec.fingerprint[:12] for q, codec in codecs.items()},
-              "val": evals, "command": "itc tiny-zoo --only restorer"}
+              "val": evals, "command": command_line()}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
