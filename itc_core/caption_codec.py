@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections import OrderedDict
 import lzma
 import zlib
 from dataclasses import dataclass, field
@@ -58,8 +57,6 @@ AC_METHODS = ("lm-ac", "lmm-ac")  # range-coded: in an .itc file their tokens sh
 # was never the cheapest on 20 tiny-world and 24 Kodak captions.
 AUTO_ORDER = ("lmm-ac", "lm-ac", "utf8", "zlib", "lzma")
 MAX_CAPTION_CHARS = 20_000
-_RECENT_PASSES = 3  # LMM passes NextTokenModel keeps: the text-only one, and the latest with a reconstruction or two
-_RECENT_BYTES = 64 << 20  # in all; a longer pass (a 7B LMM's 32k vocabulary x 250 tokens) is not kept
 BLANK_GRAY = 128  # the context of the text-only methods: a uniform mid-gray image
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]  # the decoder's (64 MiB dictionary)
 
@@ -147,7 +144,6 @@ class NextTokenModel:
         self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.max_positions = getattr(self.model.config.get_text_config(), "max_position_embeddings", 4096)
         self._fingerprint = None
-        self._recent: OrderedDict[tuple, np.ndarray] = OrderedDict()  # see distributions
 
     @classmethod
     def from_pretrained(cls, path: str | Path, prompt: str) -> "NextTokenModel":
@@ -199,30 +195,7 @@ class NextTokenModel:
         return out.cache if hasattr(out, "cache") and out.cache is not None else out.past_key_values
 
     def distributions(self, image: Image.Image, tokens: list[int]) -> np.ndarray:
-        """(len(tokens), V) float64 next-token distributions along ``tokens``: exactly the decoder's path.
-
-        The last few results, 64 MB in all, are kept read-only (the weights are fixed once loaded): rate-aware
-        selection has usually just run the pass of the caption it keeps, and ``lm-ac`` codes one caption at
-        every rate point with the same text-only pass.
-        """
-        rgb = image.convert("RGB")  # what the processor sees (a palette image's indices are not its colours)
-        key = (rgb.size, hashlib.sha256(rgb.tobytes()).digest(), tuple(int(t) for t in tokens))
-        if key in self._recent:
-            self._recent.move_to_end(key)
-            return self._recent[key]
-        probs = self._distributions(image, tokens)
-        probs.setflags(write=False)
-        if probs.nbytes <= _RECENT_BYTES:
-            self._recent[key] = probs
-        while len(self._recent) > _RECENT_PASSES or sum(p.nbytes for p in self._recent.values()) > _RECENT_BYTES:
-            self._recent.popitem(last=False)
-        return probs
-
-    def forget(self) -> None:
-        """Drop the passes :meth:`distributions` keeps (to time a method's whole cost)."""
-        self._recent.clear()
-
-    def _distributions(self, image: Image.Image, tokens: list[int]) -> np.ndarray:
+        """(len(tokens), V) float64 next-token distributions along ``tokens``: exactly the decoder's path."""
         rows = []
         with one_thread():
             out, prefix = self._prefill(image)

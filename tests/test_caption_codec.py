@@ -269,14 +269,3 @@ def test_lzma_small_dictionary_gives_the_64_mib_dictionary_s_bytes():
     for text in texts:
         raw = text.encode("utf-8")
         assert compress_caption(text, "lzma").data == lzma.compress(raw, format=lzma.FORMAT_RAW, filters=full)
-
-
-def test_recent_lmm_passes_are_kept_read_only(lm):
-    tokens = lm.tokenize(sample(5)[1])
-    first = lm.distributions(CONTEXT, tokens)
-    assert lm.distributions(CONTEXT, tokens) is first and not first.flags.writeable
-    other = lm.distributions(Image.new("RGB", (64, 64), (0, 0, 0)), tokens)  # another context: its own pass
-    assert other is not first and other.shape == first.shape and (other != first).any()
-    lm.forget()
-    again = lm.distributions(CONTEXT, tokens)
-    assert again is not first and (again == first).all()  # a fresh pass: the same numbers, bit for bit
